@@ -1,0 +1,74 @@
+import hashlib
+import secrets
+
+from django.db import models
+
+
+class ClientStatus(models.TextChoices):
+    JOIN = "join", "joined"
+    READY = "ready", "ready"
+    TRAINING = "training", "training"
+    FINISH = "finish", "update sent"
+    UPDATE = "update", "fetching model"
+    PAUSED = "paused", "paused"
+    OFFLINE = "offline", "offline"
+    LEFT = "left", "left"
+    KICKED = "kicked", "kicked"
+
+
+# Clients in these states never come back: their token no longer authenticates.
+GONE_STATUSES = frozenset({ClientStatus.LEFT, ClientStatus.KICKED})
+# Clients in these states may be chosen for a round.
+SELECTABLE_STATUSES = frozenset({ClientStatus.READY, ClientStatus.JOIN})
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class Client(models.Model):
+    run = models.ForeignKey("rounds.Run", on_delete=models.CASCADE, related_name="clients")
+    name = models.CharField(max_length=100)
+    status = models.CharField(max_length=16, choices=ClientStatus.choices, default=ClientStatus.JOIN)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    num_examples = models.PositiveIntegerField(default=0)
+    device_info = models.JSONField(default=dict, blank=True)
+    accepts = models.JSONField(default=list, blank=True, help_text="encodings the client decodes")
+    progress = models.FloatField(default=0.0, help_text="local training progress, 0..1")
+    held_version = models.PositiveIntegerField(null=True, blank=True)
+    bytes_sent = models.BigIntegerField(default=0)
+    bytes_received = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["run", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.pk})"
+
+    # A device authenticates as itself (see clients.auth); these let DRF's permission
+    # classes treat it like a user that is never staff.
+    is_authenticated = True
+    is_staff = False
+    is_active = True
+
+
+class ClientEvent(models.Model):
+    """One row per status change: the history behind the dashboard's timelines."""
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=16, choices=ClientStatus.choices)
+    to_status = models.CharField(max_length=16, choices=ClientStatus.choices)
+    round = models.ForeignKey("rounds.Round", null=True, blank=True, on_delete=models.SET_NULL)
+    reason = models.CharField(max_length=200, blank=True)
+    actor = models.CharField(max_length=150, blank=True, help_text="operator username, or empty")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]

@@ -1,0 +1,68 @@
+from rest_framework import serializers
+
+from fedcore.codec import ENCODINGS
+
+from .models import Client
+
+
+class RegisterSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    run = serializers.IntegerField(required=False, min_value=1, help_text="default: the newest active run")
+    num_examples = serializers.IntegerField(min_value=0, max_value=10**9)
+    device = serializers.DictField(required=False, default=dict)
+    accepts = serializers.ListField(
+        child=serializers.ChoiceField(choices=ENCODINGS), required=False, default=list, max_length=16
+    )
+    enrollment_key = serializers.CharField(required=False, write_only=True, max_length=200)
+
+    def validate_device(self, value: dict) -> dict:
+        if len(str(value)) > 2000:
+            raise serializers.ValidationError("device info is limited to 2000 characters")
+        return value
+
+
+class RegisteredSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    token = serializers.CharField(help_text="shown once; send as `Authorization: Token <token>`")
+    name = serializers.CharField()
+    status = serializers.CharField()
+    run = serializers.IntegerField()
+    arch = serializers.CharField()
+    dataset = serializers.CharField()
+    upload_encoding = serializers.CharField()
+
+
+class ClientSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Client
+        fields = [
+            "id", "run", "name", "status", "progress", "num_examples", "device_info", "accepts",
+            "held_version", "bytes_sent", "bytes_received", "created_at", "last_seen",
+        ]
+        read_only_fields = fields
+
+
+class HeartbeatSerializer(serializers.Serializer):
+    status = serializers.CharField(required=False, max_length=32, help_text="what the device says it does")
+    progress = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
+    round = serializers.IntegerField(required=False, min_value=1)
+
+
+class HeartbeatReplySerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["continue", "abort", "stop"])
+    status = serializers.CharField()
+
+
+class TaskSerializer(serializers.Serializer):
+    round = serializers.IntegerField()
+    round_number = serializers.IntegerField()
+    run = serializers.IntegerField()
+    arch = serializers.CharField()
+    dataset = serializers.CharField()
+    base_version = serializers.IntegerField()
+    model_url = serializers.CharField()
+    upload_url = serializers.CharField()
+    upload_encoding = serializers.CharField()
+    deadline = serializers.DateTimeField()
+    seed = serializers.IntegerField()
+    hyperparameters = serializers.DictField()

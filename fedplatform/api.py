@@ -1,0 +1,66 @@
+"""Pieces every API app shares: error schema, permissions, the binary tensor media type."""
+import json
+
+from drf_spectacular.utils import inline_serializer
+from rest_framework import parsers, permissions, renderers, serializers
+
+from clients.models import Client
+from fedcore.codec import CONTENT_TYPE
+
+from .errors import TooLarge
+
+ErrorSerializer = inline_serializer(
+    name="Error",
+    fields={"code": serializers.CharField(), "detail": serializers.CharField()},
+)
+
+
+class IsClient(permissions.BasePermission):
+    """A device acting as itself (object checks compare the client with the resource)."""
+
+    message = "this endpoint is for registered devices"
+
+    def has_permission(self, request, view) -> bool:
+        return isinstance(request.user, Client)
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        return obj == request.user
+
+
+class IsClientSelfOrStaff(permissions.BasePermission):
+    message = "a client may act only as itself"
+
+    def has_permission(self, request, view) -> bool:
+        return isinstance(request.user, Client) or bool(request.user and request.user.is_staff)
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        return obj == request.user or bool(getattr(request.user, "is_staff", False))
+
+
+class TensorRenderer(renderers.BaseRenderer):
+    media_type = CONTENT_TYPE
+    format = "fedt"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, (bytes, bytearray)):
+            return bytes(data)
+        return json.dumps(data).encode()  # error bodies stay readable
+
+
+class TensorParser(parsers.BaseParser):
+    """Reads a codec body without trusting its length: at most the configured limit, plus one byte
+    to tell "exactly at the limit" from "over it"."""
+
+    media_type = CONTENT_TYPE
+
+    def parse(self, stream, media_type=None, parser_context=None) -> bytes:
+        from django.conf import settings
+
+        limit = settings.FEDPLATFORM["MAX_UPLOAD_BYTES"]
+        if stream is None:
+            return b""
+        data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise TooLarge(f"body exceeds the upload limit of {limit} bytes", "too_large")
+        return data

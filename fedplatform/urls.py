@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from clients.views import ClientViewSet
+from rounds.views import RoundViewSet, RunViewSet, UpdateUploadView
+
+router = DefaultRouter()
+router.register("clients", ClientViewSet, basename="client")
+router.register("runs", RunViewSet, basename="run")
+router.register("rounds", RoundViewSet, basename="round")
+
+urlpatterns = [
+    path("api/v1/rounds/<int:round_id>/updates/<int:client_id>/", UpdateUploadView.as_view(), name="update-upload"),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("api-auth/", include("rest_framework.urls")),
+    path("admin/", admin.site.urls),
+    path("", include("dashboard.urls")),
+]

@@ -1,0 +1,168 @@
+from django.db import models
+from django.db.models import Q
+
+
+class RunStatus(models.TextChoices):
+    DRAFT = "draft"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.FINISHED, RunStatus.STOPPED, RunStatus.FAILED})
+
+
+class Run(models.Model):
+    """One federated training job and its configuration."""
+
+    class Arch(models.TextChoices):
+        CNN = "cnn", "small CNN"
+        RESNET18 = "resnet18", "ResNet-18 (CIFAR form)"
+        RESNET50 = "resnet50", "ResNet-50 (CIFAR form)"
+
+    class Dataset(models.TextChoices):
+        FASHION_MNIST = "fashion-mnist", "Fashion-MNIST"
+        CIFAR10 = "cifar10", "CIFAR-10"
+
+    class Strategy(models.TextChoices):
+        FEDAVG = "fedavg", "FedAvg (sample-weighted mean of deltas)"
+
+    class Encoding(models.TextChoices):
+        FLOAT32 = "float32"
+        BFLOAT16 = "bfloat16"
+        FLOAT16 = "float16"
+
+    name = models.CharField(max_length=100)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.DRAFT)
+    arch = models.CharField(max_length=16, choices=Arch.choices, default=Arch.CNN)
+    dataset = models.CharField(max_length=16, choices=Dataset.choices, default=Dataset.FASHION_MNIST)
+    strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.FEDAVG)
+    rounds = models.PositiveIntegerField(default=5, help_text="total rounds to train")
+    min_clients = models.PositiveIntegerField(default=2, help_text="ready clients needed to open a round")
+    clients_per_round = models.PositiveIntegerField(default=3)
+    min_updates = models.PositiveIntegerField(default=1, help_text="updates needed at the deadline")
+    local_epochs = models.PositiveIntegerField(default=1)
+    batch_size = models.PositiveIntegerField(default=32)
+    learning_rate = models.FloatField(default=0.05)
+    momentum = models.FloatField(default=0.9)
+    weight_decay = models.FloatField(default=0.0)
+    round_timeout = models.PositiveIntegerField(default=600, help_text="seconds from open to deadline")
+    offline_after = models.PositiveIntegerField(default=60, help_text="seconds of silence before offline")
+    upload_encoding = models.CharField(max_length=16, choices=Encoding.choices, default=Encoding.BFLOAT16)
+    download_encoding = models.CharField(max_length=16, choices=Encoding.choices, default=Encoding.FLOAT32)
+    seed = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.pk})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_RUN_STATUSES
+
+    def hyperparameters(self) -> dict:
+        return {
+            "local_epochs": self.local_epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+        }
+
+
+def version_upload_to(instance: "ModelVersion", filename: str) -> str:
+    return f"runs/{instance.run_id}/versions/{filename}"
+
+
+class ModelVersion(models.Model):
+    """A global model: version 0 is the initial model, version r the result of round r."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    blob = models.FileField(upload_to=version_upload_to, max_length=300)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField(help_text="encoded size on disk (float32, lossless)")
+    float32_bytes = models.BigIntegerField(help_text="raw float32 size, the reference for ratios")
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "number"]
+        constraints = [models.UniqueConstraint(fields=["run", "number"], name="unique_version_per_run")]
+
+    def __str__(self) -> str:
+        return f"{self.run} v{self.number}"
+
+
+class RoundStatus(models.TextChoices):
+    OPEN = "open"
+    CLOSED = "closed"
+    ABANDONED = "abandoned"
+
+
+class Round(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="round_set")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=RoundStatus.choices, default=RoundStatus.OPEN)
+    base_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    result_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    expected = models.ManyToManyField("clients.Client", related_name="expected_rounds", blank=True)
+    hyperparameters = models.JSONField(default=dict, help_text="what this round's tasks carry")
+    upload_encoding = models.CharField(max_length=16)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    deadline = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["run", "number", "id"]
+        constraints = [
+            # An abandoned round is reopened under the same number; only one may succeed or be open.
+            models.UniqueConstraint(
+                fields=["run", "number"],
+                condition=~Q(status="abandoned"),
+                name="one_live_round_per_number",
+            ),
+            # At most one open round per run, even when several server processes race to open one.
+            models.UniqueConstraint(
+                fields=["run"], condition=Q(status="open"), name="one_open_round_per_run"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run} round {self.number}"
+
+
+def update_upload_to(instance: "Update", filename: str) -> str:
+    return f"runs/{instance.round.run_id}/rounds/{instance.round.number}/{filename}"
+
+
+class Update(models.Model):
+    """One client's accepted contribution to one round."""
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="updates")
+    client = models.ForeignKey("clients.Client", on_delete=models.CASCADE, related_name="updates")
+    blob = models.FileField(upload_to=update_upload_to, max_length=300)
+    sha256 = models.CharField(max_length=64)
+    encoding = models.CharField(max_length=32)
+    num_examples = models.PositiveIntegerField()
+    bytes_wire = models.BigIntegerField()
+    metrics = models.JSONField(default=dict, blank=True)
+    decode_seconds = models.FloatField(default=0.0)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round", "id"]
+        constraints = [models.UniqueConstraint(fields=["round", "client"], name="one_update_per_client")]
+
+    def __str__(self) -> str:
+        return f"{self.round} from {self.client}"

@@ -1,0 +1,69 @@
+from rest_framework import serializers
+
+from .models import ModelVersion, Round, Run, Update
+
+CONFIG_FIELDS = [
+    "name", "arch", "dataset", "strategy", "rounds", "min_clients", "clients_per_round", "min_updates",
+    "local_epochs", "batch_size", "learning_rate", "momentum", "weight_decay", "round_timeout",
+    "offline_after", "upload_encoding", "download_encoding", "seed",
+]
+# Fixed once a run exists: changing them would invalidate every stored version and update.
+IMMUTABLE_FIELDS = {"arch", "dataset", "seed"}
+
+
+class RunSerializer(serializers.ModelSerializer):
+    current_version = serializers.SerializerMethodField()
+    completed_rounds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = ["id", "status", *CONFIG_FIELDS, "current_version", "completed_rounds", "created_at", "started_at", "finished_at"]
+        read_only_fields = ["id", "status", "created_at", "started_at", "finished_at"]
+
+    def get_current_version(self, run: Run) -> int | None:
+        version = run.versions.order_by("-number").first()
+        return version.number if version else None
+
+    def get_completed_rounds(self, run: Run) -> int:
+        return run.round_set.filter(status="closed").count()
+
+    def validate(self, attrs: dict) -> dict:
+        if self.instance is not None:
+            changed = {f for f in IMMUTABLE_FIELDS & attrs.keys() if attrs[f] != getattr(self.instance, f)}
+            if changed:
+                raise serializers.ValidationError({f: "cannot change once the run exists" for f in changed})
+        min_clients = attrs.get("min_clients", getattr(self.instance, "min_clients", 1))
+        per_round = attrs.get("clients_per_round", getattr(self.instance, "clients_per_round", 1))
+        if per_round < 1 or min_clients < 1:
+            raise serializers.ValidationError("clients_per_round and min_clients must be at least 1")
+        if attrs.get("learning_rate", 1.0) <= 0:
+            raise serializers.ValidationError({"learning_rate": "must be positive"})
+        return attrs
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["number", "sha256", "size_bytes", "float32_bytes", "metrics", "created_at"]
+
+
+class UpdateSerializer(serializers.ModelSerializer):
+    client_name = serializers.CharField(source="client.name", read_only=True)
+
+    class Meta:
+        model = Update
+        fields = ["client", "client_name", "num_examples", "bytes_wire", "encoding", "sha256", "metrics", "decode_seconds", "received_at"]
+
+
+class RoundSerializer(serializers.ModelSerializer):
+    base_version = serializers.IntegerField(source="base_version.number", read_only=True)
+    result_version = serializers.IntegerField(source="result_version.number", read_only=True, allow_null=True, default=None)
+    expected = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    updates = UpdateSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Round
+        fields = [
+            "id", "run", "number", "status", "base_version", "result_version", "expected", "updates",
+            "hyperparameters", "upload_encoding", "opened_at", "deadline", "closed_at", "metrics",
+        ]

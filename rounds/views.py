@@ -1,0 +1,161 @@
+from django.conf import settings
+from django.http import HttpResponse, HttpResponseNotModified
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, permissions, renderers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from clients.models import Client
+from fedcore import codec
+from fedplatform.api import ErrorSerializer, IsClient, TensorParser, TensorRenderer
+from fedplatform.errors import Forbidden, Invalid, NotFound
+
+from . import services
+from .models import Round, Run
+from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer, RunSerializer
+
+ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409)}
+BINARY = {codec.CONTENT_TYPE: OpenApiTypes.BINARY}
+
+
+class RunViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+):
+    """Operators create, inspect, reconfigure and control runs. Configuration changes apply from
+    the next round that opens."""
+
+    queryset = Run.objects.all()
+    serializer_class = RunSerializer
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def get_permissions(self):
+        if self.action == "model":
+            return [permissions.IsAuthenticated()]
+        return [permissions.IsAdminUser()]
+
+    def perform_create(self, serializer: RunSerializer) -> None:
+        serializer.instance = services.run_create(**{k: v for k, v in serializer.validated_data.items() if k in CONFIG_FIELDS})
+
+    def _control(self, action_name: str):
+        run = services.run_control(run=self.get_object(), action=action_name)
+        return Response(RunSerializer(run).data)
+
+    @extend_schema(request=None, responses={200: RunSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        return self._control("start")
+
+    @extend_schema(request=None, responses={200: RunSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        return self._control("pause")
+
+    @extend_schema(request=None, responses={200: RunSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return self._control("resume")
+
+    @extend_schema(request=None, responses={200: RunSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def stop(self, request, pk=None):
+        return self._control("stop")
+
+    @extend_schema(responses={200: RoundSerializer(many=True), **ERRORS})
+    @action(detail=True, methods=["get"])
+    def rounds(self, request, pk=None):
+        run = self.get_object()
+        rounds = run.round_set.select_related("base_version", "result_version").prefetch_related("expected", "updates__client")
+        return Response(RoundSerializer(rounds, many=True).data)
+
+    @extend_schema(responses={200: ModelVersionSerializer(many=True), **ERRORS})
+    @action(detail=True, methods=["get"])
+    def versions(self, request, pk=None):
+        return Response(ModelVersionSerializer(self.get_object().versions.all(), many=True).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("version", int, description="default: the newest version")],
+        responses={
+            (200, codec.CONTENT_TYPE): OpenApiTypes.BINARY,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            304: OpenApiResponse(description="the `If-None-Match` version is current"),
+            **ERRORS,
+        },
+    )
+    @action(detail=True, methods=["get"], renderer_classes=[TensorRenderer, renderers.JSONRenderer])
+    def model(self, request, pk=None):
+        """The global model: lossless codec body; ``ETag`` is its version number."""
+        run = Run.objects.filter(pk=pk).first()
+        if run is None:
+            raise NotFound("no such run", "no_such_run")
+        client = request.user if isinstance(request.user, Client) else None
+        if client is None and not request.user.is_staff:
+            raise Forbidden("operators only", "staff_only")
+        if client is not None and client.run_id != run.pk:
+            raise Forbidden("that model belongs to another run", "not_your_resource")
+        versions = run.versions.order_by("-number")
+        wanted = request.query_params.get("version")
+        if wanted is not None:
+            if not wanted.isdigit():
+                raise Invalid("version must be a non-negative integer", "bad_version")
+            versions = versions.filter(number=int(wanted))
+        version = versions.first()
+        if version is None:
+            raise NotFound(f"run {run.pk} has no version {wanted}", "no_such_version")
+        etag = f'"{version.number}"'
+        if request.headers.get("If-None-Match") == etag:
+            return HttpResponseNotModified(headers={"ETag": etag})
+        data = services.model_download(client=client, version=version)
+        headers = {"ETag": etag, "X-Model-Version": str(version.number)}
+        if request.accepted_renderer.format == "json":
+            return Response(codec.to_json(codec.decode(data)), headers=headers)
+        return HttpResponse(data, content_type=codec.CONTENT_TYPE, headers=headers)
+
+
+class RoundViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Rounds with their participants, updates, metrics and bytes (operators)."""
+
+    queryset = Round.objects.select_related("base_version", "result_version").prefetch_related("expected", "updates__client")
+    serializer_class = RoundSerializer
+    permission_classes = [permissions.IsAdminUser]
+
+
+class UpdateUploadView(APIView):
+    """A selected client uploads its update for a round: the delta from the round's base version."""
+
+    permission_classes = [IsClient]
+    parser_classes = [TensorParser]
+
+    @extend_schema(
+        request=BINARY,
+        parameters=[
+            OpenApiParameter("X-Num-Examples", int, OpenApiParameter.HEADER, required=True),
+            OpenApiParameter("X-Metrics", str, OpenApiParameter.HEADER, description="JSON object of numbers"),
+        ],
+        responses={
+            201: OpenApiResponse(description="accepted"),
+            200: OpenApiResponse(description="the identical update was already accepted"),
+            413: ErrorSerializer,
+            **ERRORS,
+        },
+    )
+    def put(self, request, round_id: int, client_id: int):
+        client = request.user
+        if client.pk != client_id:
+            raise Forbidden("a client may upload only its own update", "not_your_resource")
+        if request.content_type.split(";")[0].strip() != codec.CONTENT_TYPE:
+            raise Invalid(f"send the update as {codec.CONTENT_TYPE}", "bad_content_type")
+        raw_examples = request.headers.get("X-Num-Examples", "")
+        if not raw_examples.isdigit():
+            raise Invalid("X-Num-Examples must be a positive integer", "bad_num_examples")
+        update, created = services.update_accept(
+            round_id=round_id,
+            client=client,
+            body=request.data,
+            num_examples=int(raw_examples),
+            metrics=services.parse_metrics(request.headers.get("X-Metrics")),
+            max_bytes=settings.FEDPLATFORM["MAX_UPLOAD_BYTES"],
+        )
+        body = {"round": round_id, "client": client.pk, "bytes": update.bytes_wire, "sha256": update.sha256, "duplicate": not created}
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
