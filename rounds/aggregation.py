@@ -34,9 +34,10 @@ def weighted_mean(contributions: Sequence[tuple[Arrays, int]]) -> dict[str, np.n
     for name in names:
         first = contributions[0][0][name]
         if np.issubdtype(first.dtype, np.integer) or first.dtype == np.bool_:
-            weighted = sum(int(weight) * arrays[name].astype(np.int64) for arrays, weight in contributions)
+            # Python integers (object arrays) cannot overflow; integer buffers are tiny, so it is cheap.
+            weighted = sum(int(weight) * arrays[name].astype(object) for arrays, weight in contributions)
             # floor((2*s + total) / (2*total)) rounds half up without leaving integer arithmetic.
-            result[name] = ((2 * weighted + total) // (2 * total)).astype(first.dtype)
+            result[name] = np.asarray((2 * weighted + total) // (2 * total), dtype=object).astype(first.dtype)
         else:
             acc = np.zeros(first.shape, dtype=np.float64)
             for arrays, weight in contributions:

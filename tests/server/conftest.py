@@ -1,10 +1,7 @@
-import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
-from fedcore import codec
-from fedcore.state import subtract
-from rounds import blobs
+from protocol_helpers import Device
 from rounds.services import run_control, run_create
 
 
@@ -27,45 +24,9 @@ def run(db):
     return run_control(run=created, action="start")
 
 
-class Device:
-    """A registered client as the server sees it over HTTP."""
-
-    def __init__(self, run_id: int, name: str, num_examples: int = 100):
-        self.api = APIClient()
-        response = self.api.post(
-            "/api/v1/clients/", {"name": name, "run": run_id, "num_examples": num_examples}, format="json"
-        )
-        assert response.status_code == 201, response.content
-        self.id = response.json()["id"]
-        self.token = response.json()["token"]
-        self.api.credentials(HTTP_AUTHORIZATION=f"Token {self.token}")
-
-    def task(self):
-        return self.api.get(f"/api/v1/clients/{self.id}/task/")
-
-    def upload(self, task: dict, body: bytes, num_examples: int = 100, metrics: str = "{}"):
-        return self.api.generic(
-            "PUT", task["upload_url"], body, content_type=codec.CONTENT_TYPE,
-            HTTP_X_NUM_EXAMPLES=str(num_examples), HTTP_X_METRICS=metrics,
-        )
-
-
 @pytest.fixture
 def device(run):
     def make(name: str, num_examples: int = 100) -> Device:
         return Device(run.pk, name, num_examples)
 
     return make
-
-
-def base_arrays(run, version: int = 0) -> dict:
-    v = run.versions.get(number=version)
-    return {k: np.array(a) for k, a in blobs.decoded_version(v.blob.name, v.sha256).items()}
-
-
-def delta_body(run, task: dict, shift: float, *, encoding: str = "float32") -> tuple[bytes, dict]:
-    """A real delta: the base model with every float moved by ``shift``."""
-    base = base_arrays(run, task["base_version"])
-    trained = {k: (a + shift).astype(a.dtype) if a.dtype.kind == "f" else a + 1 for k, a in base.items()}
-    delta = subtract(trained, base)
-    return codec.encode(delta, encoding=encoding, kind="delta", base_version=task["base_version"]), delta

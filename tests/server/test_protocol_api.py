@@ -9,7 +9,7 @@ from clients.models import Client, ClientStatus, hash_token
 from fedcore import codec
 from rounds.models import Round, RoundStatus, Update
 
-from conftest import base_arrays, delta_body
+from protocol_helpers import base_arrays, delta_body
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,56 @@
+"""FedAvg and its helpers on tiny literal arrays with hand-computed results."""
+import numpy as np
+import pytest
+
+from rounds.aggregation import apply_delta, fedavg, weighted_mean, weighted_metric
+
+
+def test_weighted_mean_weights_by_example_count():
+    a = {"w": np.array([1.0, 2.0], np.float32)}
+    b = {"w": np.array([3.0, 6.0], np.float32)}
+    result = weighted_mean([(a, 1), (b, 3)])
+    np.testing.assert_array_equal(result["w"], np.array([2.5, 5.0], np.float32))
+    assert result["w"].dtype == np.float32
+
+
+def test_integer_buffers_are_averaged_exactly_and_stay_integers():
+    a = {"n": np.array(3, np.int64)}
+    b = {"n": np.array(4, np.int64)}
+    assert weighted_mean([(a, 1), (b, 1)])["n"] == 4  # 3.5 rounds half up
+    assert weighted_mean([(a, 3), (b, 1)])["n"] == 3  # 3.25
+    big = {"n": np.array(2**62, np.int64)}
+    assert weighted_mean([(big, 1), (big, 5)])["n"] == 2**62  # no float64 rounding
+    assert weighted_mean([(a, 1), (b, 1)])["n"].dtype == np.int64
+
+
+def test_fedavg_adds_the_weighted_mean_delta_to_the_base():
+    base = {"w": np.array([10.0, 10.0], np.float32), "n": np.array(5, np.int64)}
+    d1 = {"w": np.array([1.0, -1.0], np.float32), "n": np.array(2, np.int64)}
+    d2 = {"w": np.array([-1.0, 3.0], np.float32), "n": np.array(2, np.int64)}
+    result = fedavg(base, [(d1, 100), (d2, 300)])
+    np.testing.assert_allclose(result["w"], [9.5, 12.0])
+    assert result["n"] == 7
+
+
+def test_the_order_of_contributions_does_not_change_the_result():
+    rng = np.random.default_rng(0)
+    parts = [({"w": rng.standard_normal(1000).astype(np.float32)}, int(n)) for n in rng.integers(1, 500, 7)]
+    np.testing.assert_array_equal(weighted_mean(parts)["w"], weighted_mean(parts[::-1])["w"])
+
+
+def test_mismatched_layouts_and_empty_rounds_are_refused():
+    with pytest.raises(ValueError):
+        weighted_mean([])
+    with pytest.raises(ValueError):
+        weighted_mean([({"w": np.zeros(2)}, 1), ({"v": np.zeros(2)}, 1)])
+    with pytest.raises(ValueError):
+        weighted_mean([({"w": np.zeros(2)}, 1), ({"w": np.zeros(3)}, 1)])
+    with pytest.raises(ValueError):
+        weighted_mean([({"w": np.zeros(2)}, 0)])
+    with pytest.raises(ValueError):
+        apply_delta({"w": np.zeros(2)}, {"v": np.zeros(2)})
+
+
+def test_weighted_metric_ignores_missing_reports():
+    assert weighted_metric([(0.5, 10), (None, 10), (1.0, 30)]) == pytest.approx(0.875)
+    assert weighted_metric([(None, 3)]) is None

@@ -1,0 +1,91 @@
+"""What operators do through the API: create and control runs, inspect rounds, control clients."""
+import pytest
+from django.core.management import call_command
+
+from clients.models import Client, ClientEvent, ClientStatus
+from rounds.models import Run, RunStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def test_creating_a_run_stores_its_initial_model_as_version_zero(staff_api):
+    response = staff_api.post(
+        "/api/v1/runs/", {"name": "fmnist", "arch": "cnn", "dataset": "fashion-mnist", "rounds": 3}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "draft"
+    assert body["current_version"] == 0
+    run = Run.objects.get(pk=body["id"])
+    version = run.versions.get()
+    assert version.float32_bytes > 400_000 * 4
+    assert version.size_bytes < version.float32_bytes * 1.01
+
+
+def test_run_creation_is_for_staff_only(db):
+    from rest_framework.test import APIClient
+
+    response = APIClient().post("/api/v1/runs/", {"name": "x"}, format="json")
+    assert response.status_code in (401, 403)
+    assert not Run.objects.exists()
+
+
+def test_run_control_follows_the_run_states(staff_api, run):
+    assert staff_api.post(f"/api/v1/runs/{run.pk}/pause/").json()["status"] == "paused"
+    refused = staff_api.post(f"/api/v1/runs/{run.pk}/start/")
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "illegal_run_transition"
+    assert staff_api.post(f"/api/v1/runs/{run.pk}/resume/").json()["status"] == "running"
+    assert staff_api.post(f"/api/v1/runs/{run.pk}/stop/").json()["status"] == "stopped"
+    assert Run.objects.get(pk=run.pk).status == RunStatus.STOPPED
+
+
+def test_patching_a_run_changes_the_configuration_of_the_next_round(staff_api, run, device):
+    response = staff_api.patch(f"/api/v1/runs/{run.pk}/", {"learning_rate": 0.2, "local_epochs": 2}, format="json")
+    assert response.status_code == 200
+    alpha, _ = device("alpha"), device("beta")
+    assert alpha.task().json()["hyperparameters"]["learning_rate"] == 0.2
+
+
+def test_a_runs_architecture_cannot_change_after_creation(staff_api, run):
+    response = staff_api.patch(f"/api/v1/runs/{run.pk}/", {"arch": "resnet18"}, format="json")
+    assert response.status_code == 400
+    assert Run.objects.get(pk=run.pk).arch == "cnn"
+
+
+def test_operators_pause_and_resume_clients_and_paused_clients_are_not_selected(staff_api, run, device):
+    alpha, beta = device("alpha"), device("beta")
+    assert staff_api.post(f"/api/v1/clients/{alpha.id}/pause/").json()["status"] == "paused"
+    assert beta.task().status_code == 204  # only one selectable client: no round
+    assert alpha.task().status_code == 204
+    assert Client.objects.get(pk=alpha.id).status == ClientStatus.PAUSED
+    assert staff_api.post(f"/api/v1/clients/{alpha.id}/resume/").json()["status"] == "ready"
+    assert alpha.task().status_code == 200
+    reasons = list(ClientEvent.objects.filter(client_id=alpha.id).values_list("to_status", "actor"))
+    assert ("paused", "olivia") in reasons and ("ready", "olivia") in reasons
+
+
+def test_rounds_are_listed_with_their_participants(staff_api, run, device):
+    alpha, beta = device("alpha"), device("beta")
+    alpha.task()
+    rounds = staff_api.get(f"/api/v1/runs/{run.pk}/rounds/").json()
+    assert len(rounds) == 1
+    assert sorted(rounds[0]["expected"]) == sorted([alpha.id, beta.id])
+    assert rounds[0]["status"] == "open"
+    assert staff_api.get(f"/api/v1/rounds/{rounds[0]['id']}/").json()["number"] == 1
+
+
+def test_the_openapi_schema_is_valid_and_documents_every_endpoint(staff_api, tmp_path):
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    text = out.read_text()
+    for path in ("/api/v1/clients/{id}/task/", "/api/v1/rounds/{round_id}/updates/{client_id}/",
+                 "/api/v1/runs/{id}/model/", "/api/v1/clients/{id}/heartbeat/", "/api/v1/runs/{id}/start/"):
+        assert path in text
+    assert staff_api.get("/api/schema/").status_code == 200
+
+
+def test_swagger_ui_is_served_from_local_assets(staff_api):
+    html = staff_api.get("/api/docs/").content.decode()
+    assert "swagger-ui" in html
+    assert "cdn" not in html.lower()
