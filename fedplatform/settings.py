@@ -136,7 +136,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"EncodingEnum": "rounds.models.Run.Encoding"},
+    "ENUM_NAME_OVERRIDES": {"EncodingEnum": "fedcore.codec.ENCODINGS"},
 }
 
 # The platform's own knobs.

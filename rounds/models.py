@@ -29,11 +29,6 @@ class Run(models.Model):
     class Strategy(models.TextChoices):
         FEDAVG = "fedavg", "FedAvg (sample-weighted mean of deltas)"
 
-    class Encoding(models.TextChoices):
-        FLOAT32 = "float32"
-        BFLOAT16 = "bfloat16"
-        FLOAT16 = "float16"
-
     name = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.DRAFT)
     arch = models.CharField(max_length=16, choices=Arch.choices, default=Arch.CNN)
@@ -50,8 +45,9 @@ class Run(models.Model):
     weight_decay = models.FloatField(default=0.0)
     round_timeout = models.PositiveIntegerField(default=600, help_text="seconds from open to deadline")
     offline_after = models.PositiveIntegerField(default=60, help_text="seconds of silence before offline")
-    upload_encoding = models.CharField(max_length=16, choices=Encoding.choices, default=Encoding.BFLOAT16)
-    download_encoding = models.CharField(max_length=16, choices=Encoding.choices, default=Encoding.FLOAT32)
+    # Validated against fedcore.codec's encodings by the API, so a new encoding needs no migration.
+    upload_encoding = models.CharField(max_length=32, default="bfloat16")
+    download_encoding = models.CharField(max_length=32, default="float32")
     seed = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

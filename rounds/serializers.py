@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from fedcore import codec
+
 from .models import ModelVersion, Round, Run, Update
 
 CONFIG_FIELDS = [
@@ -12,6 +14,8 @@ IMMUTABLE_FIELDS = {"arch", "dataset", "seed"}
 
 
 class RunSerializer(serializers.ModelSerializer):
+    upload_encoding = serializers.ChoiceField(choices=codec.ENCODINGS, default="bfloat16")
+    download_encoding = serializers.ChoiceField(choices=codec.ENCODINGS, default="float32")
     current_version = serializers.SerializerMethodField()
     completed_rounds = serializers.SerializerMethodField()
 

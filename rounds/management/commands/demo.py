@@ -55,7 +55,7 @@ class Command(BaseCommand):
                     subprocess.Popen(
                         [sys.executable, "-m", "worker", "--server", url, "--run", str(run.pk),
                          "--name", f"demo-worker-{index + 1}", "--num-partitions", str(workers),
-                         "--partition-index", str(index), "--limit", str(examples), "--threads", str(threads)],
+                         "--partition-index", str(index), "--limit", str(examples), "--threads", str(threads), "--quiet"],
                         env=env,
                     )
                 )

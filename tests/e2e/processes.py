@@ -1,0 +1,118 @@
+"""Real processes: a server on a free port (daphne via runserver) and worker processes."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATOR = ("operator", "operator-pass-123")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, workdir: Path, env_extra: dict | None = None):
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            "FEDPLATFORM_MEDIA_ROOT": str(workdir / "media"),
+            "FEDPLATFORM_EVAL_LIMIT": "2000",
+            "FEDPLATFORM_POLL_INTERVAL": "0.5",
+            "SECRET_KEY": "e2e-secret",
+            "PYTHONUNBUFFERED": "1",
+            "DJANGO_SUPERUSER_USERNAME": OPERATOR[0],
+            "DJANGO_SUPERUSER_PASSWORD": OPERATOR[1],
+            "DJANGO_SUPERUSER_EMAIL": "operator@example.com",
+            **(env_extra or {}),
+        }
+        self.env.pop("DJANGO_SETTINGS_MODULE", None)
+        self.proc: subprocess.Popen | None = None
+        self.log = workdir / "server.log"
+        self.manage("migrate", "--verbosity", "0")
+        self.manage("createsuperuser", "--noinput")
+        self.api = requests.Session()
+        self.api.auth = OPERATOR
+
+    def manage(self, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True
+        ).stdout
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"],
+            cwd=ROOT, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{self.url}/api/schema/", timeout=2, auth=OPERATOR)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        raise RuntimeError(f"server did not start:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def create_run(self, **config) -> dict:
+        response = self.api.post(f"{self.url}/api/v1/runs/", json=config, timeout=60)
+        response.raise_for_status()
+        run = response.json()
+        self.api.post(f"{self.url}/api/v1/runs/{run['id']}/start/", timeout=30).raise_for_status()
+        return run
+
+    def get(self, path: str):
+        response = self.api.get(f"{self.url}{path}", timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+
+class Worker:
+    def __init__(self, server: Server, run_id: int, index: int, partitions: int, limit: int, name: str | None = None):
+        self.name = name or f"worker-{index}"
+        self.log = server.workdir / f"{self.name}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "--server", server.url, "--run", str(run_id), "--name", self.name,
+             "--num-partitions", str(partitions), "--partition-index", str(index), "--limit", str(limit),
+             "--threads", "1", "--device", "cpu", "--quiet"],
+            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,357 @@
+"""The worker's life: prepare data, register, then poll / train / upload until told otherwise."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import torch
+
+from fedcore.codec import CONTENT_TYPE, CodecError, encode, manifest_of
+from fedcore.data import DATASETS, DatasetNotFound
+from fedcore.nets import build_model
+from fedcore.state import state_to_arrays
+from fedcore.training import pick_device
+from worker.config import WorkerConfig
+from worker.deviceinfo import device_info
+from worker.exitcodes import ExitCode, WorkerExit
+from worker.localdata import LocalData, prepare_data
+from worker.log import Log
+from worker.modelcache import ModelCache
+from worker.progress import StopRequested, TrainingAborted, TrainingProgress
+from worker.registration import Registration, register
+from worker.session import ApiError, ApiSession, ServerUnreachable, retry_after
+from worker.signals import Interrupted, interruptible
+from worker.task import BadTask, Task
+from worker.trainer import local_round
+
+IDLE_DEFAULT_SECONDS = 5.0  # when a 204 carries no Retry-After
+IDLE_MAX_SECONDS = 60.0  # never sleep longer than this between polls, whatever the server says
+ERROR_PAUSE_SECONDS = 5.0  # after a failed task (bad model download, server 500), before polling
+LEAVE_TIMEOUT = (2.0, 3.0)  # leaving is best effort: never hang a Ctrl-C on a dead server
+HEARTBEAT_TIMEOUT = (2.0, 5.0)
+
+
+def _data_help(name: str, err: Exception) -> str:
+    return (
+        f"dataset {name!r} not found ({err}).\n"
+        f"  Get it with --download (needs internet), or point --data at the dataset file or "
+        f"directory (e.g. --data /usr/share/datasets/{name})."
+    )
+
+
+def _is_kicked(err: ApiError) -> bool:
+    # A kick revokes the token: later calls may answer 403 kicked or simply 401.
+    return err.status == 401 or (err.status == 403 and err.code == "kicked")
+
+
+class Agent:
+    def __init__(self, config: WorkerConfig, *, log: Log | None = None) -> None:
+        self.config = config
+        self.log = log or Log(config.name)
+        self.session = ApiSession(
+            config.server,
+            max_retry_seconds=config.max_retry_seconds,
+            on_retry=self._on_retry,
+        )
+        self.models = ModelCache(self.session)
+        self.registration: Registration | None = None
+        self.data: LocalData | None = None
+        self.device: torch.device | None = None
+        self._model: torch.nn.Module | None = None
+        self._model_arch: str | None = None
+        self._idle_logged = False  # log "waiting" once per idle stretch, not once per poll
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> ExitCode:
+        """Run until the run ends, the server says stop, or a signal; returns the exit code."""
+        code = ExitCode.OK
+        with interruptible():
+            try:
+                self._setup_compute()
+                self._join()
+                self._serve()
+            except Interrupted as sig:
+                self.log(f"{sig}: leaving")
+            except WorkerExit as exit_:
+                code = exit_.code
+                if exit_.message:
+                    self.log(exit_.message)
+            except ServerUnreachable as err:
+                code = ExitCode.UNREACHABLE
+                self.log(f"server unreachable, giving up: {err}")
+            except Exception as err:  # noqa: BLE001 - the last line of defence: say what broke
+                code = ExitCode.ERROR
+                self.log(f"unexpected error: {type(err).__name__}: {err}")
+            try:
+                # A kicked client has no valid token, and an unreachable server cannot be told.
+                if code not in (ExitCode.KICKED, ExitCode.UNREACHABLE):
+                    self._leave()
+            except Interrupted:
+                pass
+            finally:
+                self.session.close()
+        return code
+
+    def _setup_compute(self) -> None:
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        try:
+            self.device = pick_device(self.config.device)
+        except RuntimeError as err:  # --device cuda on a machine without CUDA
+            raise WorkerExit(ExitCode.USAGE, str(err)) from err
+
+    def _join(self) -> None:
+        """Prepare data and register, agreeing with the server on the dataset."""
+        cfg = self.config
+        if cfg.dataset:
+            self.data = self._prepare(cfg.dataset, download=cfg.download)
+        else:
+            self.data = self._local_guess()
+        self.registration = self._register(cfg.run)
+        wanted, have = self.registration.dataset, self.data.info.name
+        if wanted == have:
+            return
+        if cfg.dataset:
+            raise WorkerExit(ExitCode.USAGE, f"run {self.registration.run} trains on {wanted!r}, "
+                                             f"not --dataset {cfg.dataset!r}")
+        # The guess was wrong. num_examples must describe the real data, so leave and register
+        # again (for the same run) once the run's dataset is loaded.
+        self.log(f"run {self.registration.run} trains on {wanted!r}; re-registering with it")
+        run = self.registration.run
+        self._leave()
+        self.data = self._prepare(wanted, download=cfg.download)
+        self.registration = self._register(run)
+
+    def _local_guess(self) -> LocalData:
+        """Data for the first dataset found on disk, used when --dataset is not given.
+
+        Registration must send ``num_examples`` before the server names the run's dataset;
+        guessing from what is installed is right whenever one dataset is installed, and
+        ``_join`` corrects a wrong guess.
+        """
+        for name in DATASETS:
+            try:
+                return self._load(name, download=False)
+            except DatasetNotFound:
+                continue
+        raise WorkerExit(
+            ExitCode.USAGE,
+            "no dataset found locally and --dataset not given. Name the run's dataset with "
+            "--dataset (add --download to fetch it), or point --data at its files.",
+        )
+
+    def _prepare(self, dataset: str, *, download: bool) -> LocalData:
+        try:
+            return self._load(dataset, download=download)
+        except DatasetNotFound as err:
+            raise WorkerExit(ExitCode.USAGE, _data_help(dataset, err)) from err
+
+    def _load(self, dataset: str, *, download: bool) -> LocalData:
+        cfg = self.config
+        try:
+            data = prepare_data(
+                dataset, root=cfg.data, download=download, scheme=cfg.partition,
+                alpha=cfg.alpha, shards_per_partition=cfg.shards_per_client,
+                num_partitions=cfg.num_partitions, partition_index=cfg.partition_index,
+                seed=cfg.seed, limit=cfg.limit, eval_fraction=cfg.eval_fraction,
+            )
+        except DatasetNotFound:
+            raise
+        except (ValueError, OSError) as err:  # an empty partition, corrupt files, failed download
+            raise WorkerExit(ExitCode.USAGE, f"cannot prepare {dataset}: {err}") from err
+        self.log(
+            f"data: {dataset} partition {cfg.partition_index}/{cfg.num_partitions} "
+            f"({cfg.partition}), {data.num_train} train + {data.num_eval} eval examples"
+        )
+        return data
+
+    def _register(self, run: int | None) -> Registration:
+        assert self.data is not None and self.device is not None
+        self.session.token = None
+        reg = register(
+            self.session, name=self.config.name, num_examples=self.data.num_train,
+            device=device_info(self.device), run=run, enrollment_key=self.config.enrollment_key,
+            log=self.log,
+        )
+        self.log(f"registered as client {reg.id} in run {reg.run} ({reg.arch} on {reg.dataset}, "
+                 f"device {self.device})")
+        return reg
+
+    def _leave(self) -> None:
+        reg, self.registration = self.registration, None
+        if reg is None:
+            return
+        try:
+            self.session.request("DELETE", f"clients/{reg.id}/", retry=False, timeout=LEAVE_TIMEOUT)
+            self.log(f"left (client {reg.id})")
+        except (ApiError, ServerUnreachable) as err:
+            self.log(f"could not tell the server we left: {err}")
+
+    # -- the polling loop ------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            task = self._poll()
+            if task is not None:
+                self._idle_logged = False
+                self._do_task(task)
+
+    def _poll(self) -> Task | None:
+        """One ``GET task``; waits (as the server asks) and returns None when there is nothing."""
+        assert self.registration is not None
+        try:
+            response = self.session.request("GET", f"clients/{self.registration.id}/task/")
+        except ApiError as err:
+            self._raise_if_fatal(err)
+            if err.status == 410:
+                raise WorkerExit(ExitCode.OK, f"run over ({err.code}): {err.detail}") from err
+            if err.status >= 500:  # a server bug should not kill the fleet: try again later
+                self.log(f"server error while polling: {err}")
+                time.sleep(ERROR_PAUSE_SECONDS)
+                return None
+            raise WorkerExit(ExitCode.ERROR, f"task request refused: {err}") from err
+        if response.status_code == 204 or not response.content:
+            if not self._idle_logged:
+                self.log("waiting for a task")
+                self._idle_logged = True
+            time.sleep(min(IDLE_MAX_SECONDS, retry_after(response, IDLE_DEFAULT_SECONDS)))
+            return None
+        try:
+            return Task.from_json(response.json())
+        except (BadTask, ValueError) as err:
+            raise WorkerExit(ExitCode.ERROR, f"cannot understand the task: {err}") from err
+
+    def _raise_if_fatal(self, err: ApiError) -> None:
+        if _is_kicked(err):
+            raise WorkerExit(ExitCode.KICKED, f"kicked by an operator: {err.detail}") from err
+
+    # -- one task ----------------------------------------------------------------------------
+
+    def _do_task(self, task: Task) -> None:
+        assert self.data is not None and self.device is not None
+        hp = task.hyperparameters
+        self.log(f"round {task.round_number} task: base v{task.base_version}, "
+                 f"{hp.local_epochs} epoch(s), batch {hp.batch_size}, lr {hp.learning_rate}")
+        if task.dataset != self.data.info.name:
+            raise WorkerExit(ExitCode.USAGE, f"task wants dataset {task.dataset!r}, this worker "
+                                             f"has {self.data.info.name!r}")
+        model = self._model_for(task.arch)
+        base = self._download(task, model)
+        if base is None:
+            time.sleep(ERROR_PAUSE_SECONDS)
+            return
+        progress = TrainingProgress(
+            epochs=hp.local_epochs, quiet=self.config.quiet, label=f"round {task.round_number} ",
+            heartbeat=lambda fraction: self._heartbeat(task, fraction),
+        )
+        try:
+            result = local_round(
+                model, base, self.data, hp, device=self.device,
+                seed=task.seed + self.config.partition_index, on_batch=progress,
+            )
+        except TrainingAborted:
+            self.log(f"round {task.round_number} aborted by the server; work dropped")
+            return
+        except StopRequested as stop:
+            raise WorkerExit(ExitCode.OK, "the server asked this worker to stop") from stop
+        except FloatingPointError as err:
+            # A diverged update is useless to the server; skip the round rather than die.
+            self.log(f"round {task.round_number} diverged, not uploading: {err}")
+            return
+        finally:
+            progress.close()
+        m = result.metrics
+        self.log(
+            f"round {task.round_number} trained in {m['train_seconds']:.1f}s: "
+            f"loss {m['train_loss']:.4f} acc {m['train_accuracy']:.3f}"
+            + (f"; base model eval loss {m['eval_loss']:.4f} acc {m['eval_accuracy']:.3f}"
+               if "eval_loss" in m else "")
+        )
+        self._upload(task, result.delta, result.num_examples, m)
+
+    def _model_for(self, arch: str) -> torch.nn.Module:
+        # Built once and reused: every round overwrites all of its weights with the base model.
+        assert self.data is not None
+        if self._model is None or self._model_arch != arch:
+            info = self.data.info
+            self._model = build_model(arch, in_channels=info.in_channels,
+                                      num_classes=info.num_classes, image_size=info.image_size)
+            self._model_arch = arch
+        return self._model
+
+    def _download(self, task: Task, model: torch.nn.Module) -> dict[str, np.ndarray] | None:
+        """The task's base model, or None (already logged) when it cannot be had right now."""
+        started = time.perf_counter()
+        try:
+            base = self.models.fetch(task.model_url, task.base_version,
+                                     manifest=manifest_of(state_to_arrays(model)))
+        except ApiError as err:
+            self._raise_if_fatal(err)
+            self.log(f"model v{task.base_version} download refused: {err}")
+            return None
+        except (CodecError, ValueError) as err:
+            self.log(f"model v{task.base_version} unusable: {err}")
+            return None
+        size = self.models.last_download_bytes
+        self.log(f"model v{task.base_version}: " + (
+            f"downloaded {_kib(size)} in {time.perf_counter() - started:.2f}s" if size
+            else "unchanged (cached)"))
+        return base
+
+    def _heartbeat(self, task: Task, fraction: float) -> str | None:
+        """Report training progress; returns the server's action, None if it did not answer.
+
+        Never retried: a missed heartbeat is harmless, a training loop stalled on one is not.
+        """
+        assert self.registration is not None
+        try:
+            answer = self.session.json_call(
+                "POST", f"clients/{self.registration.id}/heartbeat/",
+                {"status": "training", "progress": round(fraction, 4), "round": task.round},
+                retry=False, timeout=HEARTBEAT_TIMEOUT,
+            )
+        except ServerUnreachable:
+            return None
+        except ApiError as err:
+            self._raise_if_fatal(err)
+            self.log(f"heartbeat refused: {err}")
+            return None
+        return answer.get("action") if isinstance(answer, dict) else None
+
+    def _upload(self, task: Task, delta: dict[str, np.ndarray], num_examples: int,
+                metrics: dict[str, float | int]) -> None:
+        try:
+            body = encode(delta, encoding=task.upload_encoding, kind="delta",
+                          base_version=task.base_version)
+        except CodecError as err:  # e.g. non_finite: a delta that overflows the encoding
+            self.log(f"round {task.round_number} update not encodable ({err.code}): {err}")
+            return
+        headers = {
+            "Content-Type": CONTENT_TYPE,
+            "X-Num-Examples": str(num_examples),
+            "X-Metrics": json.dumps(metrics, separators=(",", ":")),
+        }
+        started = time.perf_counter()
+        try:
+            response = self.session.request("PUT", task.upload_url, data=body, headers=headers)
+        except ApiError as err:
+            self._raise_if_fatal(err)
+            if err.status == 409:
+                self.log(f"round {task.round_number} closed before our update counted "
+                         f"({err.code}): {err.detail}")
+            else:
+                self.log(f"round {task.round_number} update rejected: {err.status} {err.code}: "
+                         f"{err.detail}")
+            return
+        outcome = "accepted" if response.status_code == 201 else "already accepted"
+        self.log(f"round {task.round_number} uploaded {_kib(len(body))} ({task.upload_encoding}) "
+                 f"in {time.perf_counter() - started:.2f}s: {outcome}")
+
+    def _on_retry(self, what: str, delay: float) -> None:
+        self.log(f"{what}; retrying in {delay:.1f}s")
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:.1f} KiB" if size < 1 << 20 else f"{size / (1 << 20):.2f} MiB"

@@ -1,0 +1,28 @@
+"""The worker's settings, as parsed from the command line (see :mod:`worker.cli`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    server: str
+    name: str
+    run: int | None = None
+    dataset: str | None = None  # None: use the run's dataset, learned at registration
+    data: Path | None = None
+    download: bool = False
+    partition: str = "iid"
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    num_partitions: int = 1
+    partition_index: int = 0
+    seed: int = 0
+    limit: int | None = None
+    eval_fraction: float = 0.1
+    device: str = "auto"
+    threads: int | None = None
+    enrollment_key: str | None = None
+    quiet: bool = False
+    max_retry_seconds: float = 300.0
