@@ -49,6 +49,9 @@ class Run(models.Model):
     upload_encoding = models.CharField(max_length=32, default="bfloat16")
     download_encoding = models.CharField(max_length=32, default="float32")
     seed = models.PositiveIntegerField(default=0)
+    allow_backfill = models.BooleanField(
+        default=False, help_text="let clients that join mid-round fill an open round's empty places"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -71,6 +74,33 @@ class Run(models.Model):
             "momentum": self.momentum,
             "weight_decay": self.weight_decay,
         }
+
+
+# What an operator may change while a run trains; each change is a new RunConfig version that
+# applies from the next round that opens.
+TUNABLE_FIELDS = (
+    "rounds", "min_clients", "clients_per_round", "min_updates", "local_epochs", "batch_size",
+    "learning_rate", "momentum", "weight_decay", "round_timeout", "offline_after",
+    "upload_encoding", "download_encoding", "allow_backfill",
+)
+
+
+class RunConfig(models.Model):
+    """One version of a run's configuration: who changed what, when."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="configs")
+    version = models.PositiveIntegerField()
+    values = models.JSONField(help_text="every tunable field as it stood after this change")
+    changed = models.JSONField(default=list, help_text="the fields this version changed")
+    author = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "version"]
+        constraints = [models.UniqueConstraint(fields=["run", "version"], name="unique_config_version")]
+
+    def __str__(self) -> str:
+        return f"{self.run} config v{self.version}"
 
 
 def version_upload_to(instance: "ModelVersion", filename: str) -> str:
@@ -112,6 +142,7 @@ class Round(models.Model):
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     expected = models.ManyToManyField("clients.Client", related_name="expected_rounds", blank=True)
+    config = models.ForeignKey(RunConfig, on_delete=models.PROTECT, related_name="rounds")
     hyperparameters = models.JSONField(default=dict, help_text="what this round's tasks carry")
     upload_encoding = models.CharField(max_length=16)
     opened_at = models.DateTimeField(auto_now_add=True)

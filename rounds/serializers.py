@@ -2,12 +2,12 @@ from rest_framework import serializers
 
 from fedcore import codec
 
-from .models import ModelVersion, Round, Run, Update
+from .models import TUNABLE_FIELDS, ModelVersion, Round, Run, RunConfig, RoundStatus, Update
 
 CONFIG_FIELDS = [
     "name", "arch", "dataset", "strategy", "rounds", "min_clients", "clients_per_round", "min_updates",
     "local_epochs", "batch_size", "learning_rate", "momentum", "weight_decay", "round_timeout",
-    "offline_after", "upload_encoding", "download_encoding", "seed",
+    "offline_after", "upload_encoding", "download_encoding", "seed", "allow_backfill",
 ]
 # Fixed once a run exists: changing them would invalidate every stored version and update.
 IMMUTABLE_FIELDS = {"arch", "dataset", "seed"}
@@ -18,11 +18,25 @@ class RunSerializer(serializers.ModelSerializer):
     download_encoding = serializers.ChoiceField(choices=codec.ENCODINGS, default="float32")
     current_version = serializers.SerializerMethodField()
     completed_rounds = serializers.SerializerMethodField()
+    config_version = serializers.SerializerMethodField(help_text="the newest configuration version")
+    config_in_force = serializers.SerializerMethodField(
+        help_text="the configuration version of the open (or last) round; below config_version means a change is pending"
+    )
 
     class Meta:
         model = Run
-        fields = ["id", "status", *CONFIG_FIELDS, "current_version", "completed_rounds", "created_at", "started_at", "finished_at"]
+        fields = [
+            "id", "status", *CONFIG_FIELDS, "current_version", "completed_rounds", "config_version",
+            "config_in_force", "created_at", "started_at", "finished_at",
+        ]
         read_only_fields = ["id", "status", "created_at", "started_at", "finished_at"]
+
+    def get_config_version(self, run: Run) -> int | None:
+        return run.configs.order_by("-version").values_list("version", flat=True).first()
+
+    def get_config_in_force(self, run: Run) -> int | None:
+        last = run.round_set.exclude(status=RoundStatus.ABANDONED).order_by("-number").select_related("config").first()
+        return last.config.version if last else None
 
     def get_current_version(self, run: Run) -> int | None:
         version = run.versions.order_by("-number").first()
@@ -45,6 +59,12 @@ class RunSerializer(serializers.ModelSerializer):
         return attrs
 
 
+class RunConfigSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RunConfig
+        fields = ["version", "values", "changed", "author", "created_at"]
+
+
 class ModelVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
@@ -63,11 +83,12 @@ class RoundSerializer(serializers.ModelSerializer):
     base_version = serializers.IntegerField(source="base_version.number", read_only=True)
     result_version = serializers.IntegerField(source="result_version.number", read_only=True, allow_null=True, default=None)
     expected = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    config_version = serializers.IntegerField(source="config.version", read_only=True)
     updates = UpdateSerializer(many=True, read_only=True)
 
     class Meta:
         model = Round
         fields = [
             "id", "run", "number", "status", "base_version", "result_version", "expected", "updates",
-            "hyperparameters", "upload_encoding", "opened_at", "deadline", "closed_at", "metrics",
+            "config_version", "hyperparameters", "upload_encoding", "opened_at", "deadline", "closed_at", "metrics",
         ]

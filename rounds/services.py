@@ -23,7 +23,17 @@ from fedplatform.errors import Conflict, Forbidden, Gone, Invalid, TooLarge
 from . import blobs
 from .aggregation import fedavg, weighted_metric
 from .evaluation import evaluate_arrays
-from .models import ModelVersion, Round, RoundStatus, Run, RunStatus, TERMINAL_RUN_STATUSES, Update
+from .models import (
+    TERMINAL_RUN_STATUSES,
+    TUNABLE_FIELDS,
+    ModelVersion,
+    Round,
+    RoundStatus,
+    Run,
+    RunConfig,
+    RunStatus,
+    Update,
+)
 
 log = logging.getLogger("fedplatform.rounds")
 
@@ -35,6 +45,8 @@ LIVE_STATUSES = (
     ClientStatus.FINISH,
     ClientStatus.UPDATE,
 )
+# Statuses that mean "between rounds" once the client has no pending round.
+IDLE_STATUSES = (ClientStatus.JOIN, ClientStatus.FINISH, ClientStatus.UPDATE, ClientStatus.TRAINING)
 MAX_METRICS_HEADER = 4096
 
 
@@ -42,12 +54,15 @@ MAX_METRICS_HEADER = 4096
 
 
 def run_snapshot(run: Run) -> dict:
+    latest = run.configs.order_by("-version").values_list("version", flat=True).first()
     return {
         "id": run.pk,
         "name": run.name,
         "status": run.status,
         "rounds": run.rounds,
         "completed_rounds": run.round_set.filter(status=RoundStatus.CLOSED).count(),
+        "config_version": latest,
+        "config": _tunables(run),
     }
 
 
@@ -66,13 +81,18 @@ def _store_version(*, run: Run, number: int, arrays: dict, metrics: dict) -> Mod
     )
 
 
-def run_create(**config) -> Run:
-    """Create a run in ``draft`` with its initial global model (version 0)."""
+def _tunables(run: Run) -> dict:
+    return {field: getattr(run, field) for field in TUNABLE_FIELDS}
+
+
+def run_create(*, author: str = "", **config) -> Run:
+    """Create a run in ``draft`` with its initial global model (version 0) and config version 1."""
     run = Run(**config)
     run.full_clean()
     arrays = blobs.initial_arrays(run.arch, run.dataset, run.seed)
     with transaction.atomic():
         run.save()
+        RunConfig.objects.create(run=run, version=1, values=_tunables(run), changed=[], author=author)
         version = _store_version(run=run, number=0, arrays=arrays, metrics={})
         version.save()
         transaction.on_commit(lambda: _evaluate_version_later(version.pk))
@@ -88,6 +108,38 @@ def _evaluate_version_later(version_id: int) -> None:
         ModelVersion.objects.filter(pk=version_id).update(
             metrics={"test_accuracy": result["accuracy"], "test_loss": result["loss"]}
         )
+
+
+def run_configure(*, run: Run, changes: dict, author: str) -> RunConfig:
+    """Record a new configuration version; rounds that open from now on use it.
+
+    The open round keeps the version it opened with (its tasks are already out).
+    """
+    changes = dict(changes)
+    name = changes.pop("name", None)  # a label, not configuration: renaming makes no version
+    if name is not None:
+        Run.objects.filter(pk=run.pk).update(name=name)
+    unknown = set(changes) - set(TUNABLE_FIELDS)
+    if unknown:
+        raise Invalid(f"cannot change {', '.join(sorted(unknown))} while a run exists", "immutable_field")
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.is_terminal:
+            raise Conflict(f"run {run.pk} is {run.status}; its configuration is final", "run_closed")
+        changed = sorted(f for f, v in changes.items() if getattr(run, f) != v)
+        for field, value in changes.items():
+            setattr(run, field, value)
+        run.full_clean()
+        run.save(update_fields=list(changes) or None)
+        latest = run.configs.order_by("-version").first()
+        if not changed:
+            return latest
+        config = RunConfig.objects.create(
+            run=run, version=latest.version + 1, values=_tunables(run), changed=changed, author=author
+        )
+        publish("run.changed", run_snapshot(run))
+    run_tick(run_id=run.pk)  # fewer rounds or clients may let the run finish or a round open now
+    return config
 
 
 RUN_MOVES = {
@@ -131,7 +183,7 @@ def run_tick(*, run_id: int) -> None:
     if run.status != RunStatus.RUNNING:
         return
     _mark_offline(run)
-    current = run.round_set.filter(status=RoundStatus.OPEN).first()
+    current = run.round_set.filter(status=RoundStatus.OPEN).select_related("config").first()
     if current is not None:
         _settle(current)
         current.refresh_from_db()
@@ -162,7 +214,7 @@ def _settle(rnd: Round) -> None:
     if not waiting and delivered:
         round_close(round_id=rnd.pk)
     elif timezone.now() >= rnd.deadline:
-        if len(delivered) >= max(1, rnd.run.min_updates):
+        if len(delivered) >= max(1, rnd.config.values["min_updates"]):
             round_close(round_id=rnd.pk)
         else:
             round_abandon(round_id=rnd.pk, reason=f"deadline with {len(delivered)} update(s)")
@@ -225,6 +277,7 @@ def round_open(*, run_id: int) -> Round | None:
                 run=run,
                 number=number,
                 base_version=base,
+                config=run.configs.order_by("-version").first(),
                 hyperparameters=run.hyperparameters(),
                 upload_encoding=run.upload_encoding,
                 deadline=now + timedelta(seconds=run.round_timeout),
@@ -345,20 +398,26 @@ def _record_federated_eval(base: ModelVersion, metrics: dict) -> None:
 def task_for(*, client: Client) -> dict | None:
     """The client's work for now, or None; raises Gone when its run is over."""
     client_seen(client=client)
+
+    def pending_round() -> Round | None:
+        return (
+            Round.objects.filter(run_id=client.run_id, status=RoundStatus.OPEN, expected=client)
+            .exclude(updates__client=client)
+            .select_related("base_version")
+            .first()
+        )
+
+    # A client asking for work without a pending round is idle: count it as ready before the
+    # tick, so its own poll can be the one that opens the next round.
+    if client.status in IDLE_STATUSES and pending_round() is None:
+        client_transition(client=client, to=ClientStatus.READY, reason="idle")
     run_tick(run_id=client.run_id)
     run = Run.objects.get(pk=client.run_id)
     if run.is_terminal:
         raise Gone(f"run {run.pk} is {run.status}", f"run_{run.status}")
     client.refresh_from_db()
-    rnd = (
-        Round.objects.filter(run=run, status=RoundStatus.OPEN, expected=client)
-        .exclude(updates__client=client)
-        .select_related("base_version")
-        .first()
-    )
+    rnd = pending_round() or _backfill(run=run, client=client)
     if rnd is None:
-        if client.status in (ClientStatus.JOIN, ClientStatus.FINISH, ClientStatus.UPDATE, ClientStatus.TRAINING):
-            client_transition(client=client, to=ClientStatus.READY, reason="idle")
         return None
     version = rnd.base_version.number
     return {
@@ -375,6 +434,26 @@ def task_for(*, client: Client) -> dict | None:
         "seed": rnd.number,
         "hyperparameters": rnd.hyperparameters,
     }
+
+
+def _backfill(*, run: Run, client: Client) -> Round | None:
+    """Give a newcomer an empty place in the open round, when the run allows it."""
+    if not run.allow_backfill or client.status not in SELECTABLE_STATUSES:
+        return None
+    with transaction.atomic():
+        Run.objects.select_for_update().get(pk=run.pk)  # serialises racing newcomers
+        rnd = (
+            Round.objects.filter(run=run, status=RoundStatus.OPEN)
+            .select_related("config", "base_version")
+            .first()
+        )
+        if rnd is None or rnd.expected.count() >= rnd.config.values["clients_per_round"]:
+            return None
+        if not client_transition(client=client, to=ClientStatus.TRAINING, reason=f"backfilled round {rnd.number}", round=rnd):
+            return None
+        rnd.expected.add(client)
+        publish("round.opened", round_snapshot(rnd))
+    return rnd
 
 
 def heartbeat(*, client: Client, progress: float | None, round_id: int | None) -> str:
@@ -493,7 +572,7 @@ def update_accept(
             raise Conflict("a different update from you was already accepted for this round", "update_conflict")
         return existing, False
     try:
-        _settle(Round.objects.select_related("run").get(pk=rnd.pk))
+        _settle(Round.objects.select_related("config").get(pk=rnd.pk))
     except Exception:  # the update is safely stored; the next sweep retries the close
         log.exception("closing round %s failed; the sweep will retry", rnd.pk)
     return update, True

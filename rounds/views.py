@@ -14,7 +14,7 @@ from fedplatform.errors import Forbidden, Invalid, NotFound
 
 from . import services
 from .models import Round, Run
-from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer, RunSerializer
+from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer, RunConfigSerializer, RunSerializer
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409)}
 BINARY = {codec.CONTENT_TYPE: OpenApiTypes.BINARY}
@@ -36,7 +36,20 @@ class RunViewSet(
         return [permissions.IsAdminUser()]
 
     def perform_create(self, serializer: RunSerializer) -> None:
-        serializer.instance = services.run_create(**{k: v for k, v in serializer.validated_data.items() if k in CONFIG_FIELDS})
+        config = {k: v for k, v in serializer.validated_data.items() if k in CONFIG_FIELDS}
+        serializer.instance = services.run_create(author=self.request.user.get_username(), **config)
+
+    def perform_update(self, serializer: RunSerializer) -> None:
+        services.run_configure(
+            run=serializer.instance, changes=dict(serializer.validated_data), author=self.request.user.get_username()
+        )
+        serializer.instance.refresh_from_db()
+
+    @extend_schema(responses={200: RunConfigSerializer(many=True), **ERRORS})
+    @action(detail=True, methods=["get"])
+    def configs(self, request, pk=None):
+        """Every configuration version of the run, with its author and the fields it changed."""
+        return Response(RunConfigSerializer(self.get_object().configs.all(), many=True).data)
 
     def _control(self, action_name: str):
         run = services.run_control(run=self.get_object(), action=action_name)
@@ -66,7 +79,7 @@ class RunViewSet(
     @action(detail=True, methods=["get"])
     def rounds(self, request, pk=None):
         run = self.get_object()
-        rounds = run.round_set.select_related("base_version", "result_version").prefetch_related("expected", "updates__client")
+        rounds = run.round_set.select_related("base_version", "result_version", "config").prefetch_related("expected", "updates__client")
         return Response(RoundSerializer(rounds, many=True).data)
 
     @extend_schema(responses={200: ModelVersionSerializer(many=True), **ERRORS})
@@ -116,7 +129,7 @@ class RunViewSet(
 class RoundViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Rounds with their participants, updates, metrics and bytes (operators)."""
 
-    queryset = Round.objects.select_related("base_version", "result_version").prefetch_related("expected", "updates__client")
+    queryset = Round.objects.select_related("base_version", "result_version", "config").prefetch_related("expected", "updates__client")
     serializer_class = RoundSerializer
     permission_classes = [permissions.IsAdminUser]
 

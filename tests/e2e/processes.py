@@ -20,13 +20,16 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path, env_extra: dict | None = None):
+    """One server process. Several may share a workdir (database and blob storage); only the
+    first one (``prepare=True``) migrates and creates the operator."""
+
+    def __init__(self, workdir: Path, *, database_url: str | None = None, prepare: bool = True, env_extra: dict | None = None):
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
-            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            "DATABASE_URL": database_url or f"sqlite:///{workdir / 'db.sqlite3'}",
             "FEDPLATFORM_MEDIA_ROOT": str(workdir / "media"),
             "FEDPLATFORM_EVAL_LIMIT": "2000",
             "FEDPLATFORM_POLL_INTERVAL": "0.5",
@@ -39,9 +42,10 @@ class Server:
         }
         self.env.pop("DJANGO_SETTINGS_MODULE", None)
         self.proc: subprocess.Popen | None = None
-        self.log = workdir / "server.log"
-        self.manage("migrate", "--verbosity", "0")
-        self.manage("createsuperuser", "--noinput")
+        self.log = workdir / f"server-{self.port}.log"
+        if prepare:
+            self.manage("migrate", "--verbosity", "0")
+            self.manage("createsuperuser", "--noinput")
         self.api = requests.Session()
         self.api.auth = OPERATOR
 
@@ -76,6 +80,14 @@ class Server:
         self.api.post(f"{self.url}/api/v1/runs/{run['id']}/start/", timeout=30).raise_for_status()
         return run
 
+    def patch(self, path: str, body: dict) -> dict:
+        response = self.api.patch(f"{self.url}{path}", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def rounds(self, run_id: int) -> list[dict]:
+        return self.get(f"/api/v1/runs/{run_id}/rounds/")
+
     def get(self, path: str):
         response = self.api.get(f"{self.url}{path}", timeout=30)
         response.raise_for_status()
@@ -86,6 +98,7 @@ class Worker:
     def __init__(self, server: Server, run_id: int, index: int, partitions: int, limit: int, name: str | None = None):
         self.name = name or f"worker-{index}"
         self.log = server.workdir / f"{self.name}.log"
+        self.url = server.url
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker", "--server", server.url, "--run", str(run_id), "--name", self.name,
              "--num-partitions", str(partitions), "--partition-index", str(index), "--limit", str(limit),
@@ -99,6 +112,11 @@ class Worker:
     def output(self) -> str:
         return self.log.read_text()
 
+    def kill(self) -> None:
+        """A crash: no goodbye, the server must notice by itself."""
+        self.proc.kill()
+        self.proc.wait()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
@@ -106,6 +124,11 @@ class Worker:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def stop_all(workers: list["Worker"]) -> None:
+    for worker in workers:
+        worker.stop()
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):

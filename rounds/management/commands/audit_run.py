@@ -1,0 +1,37 @@
+import numpy as np
+from django.core.management.base import BaseCommand, CommandError
+
+from fedcore import codec
+from rounds import blobs
+from rounds.aggregation import fedavg
+from rounds.models import RoundStatus, Run
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-aggregate every closed round of a run from its recorded updates and check that the "
+        "stored global versions are exactly what they give."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("run_id", type=int)
+
+    def handle(self, *args, run_id: int, **options):
+        run = Run.objects.filter(pk=run_id).first()
+        if run is None:
+            raise CommandError(f"no run {run_id}")
+        mismatches = 0
+        rounds = run.round_set.filter(status=RoundStatus.CLOSED).select_related("base_version", "result_version")
+        for rnd in rounds.order_by("number"):
+            updates = list(rnd.updates.order_by("pk"))
+            base = blobs.decoded_version(rnd.base_version.blob.name, rnd.base_version.sha256)
+            deltas = [(codec.decode(blobs.load(u.blob.name), kind="delta").arrays, u.num_examples) for u in updates]
+            expected = fedavg(base, deltas)
+            stored = codec.decode(blobs.load(rnd.result_version.blob.name), kind="full").arrays
+            same = list(expected) == list(stored) and all(np.array_equal(expected[k], stored[k]) for k in expected)
+            mismatches += not same
+            verdict = "ok" if same else "MISMATCH"
+            self.stdout.write(f"round {rnd.number}: {len(updates)} updates -> v{rnd.result_version.number}: {verdict}")
+        if mismatches:
+            raise CommandError(f"{mismatches} round(s) do not match their recorded updates")
+        self.stdout.write(f"run {run.pk}: {rounds.count()} closed round(s), every version reproduced exactly")

@@ -1,0 +1,113 @@
+"""Several server processes on one database: no round is aggregated twice, no update is lost.
+
+Each scenario runs on SQLite and on PostgreSQL.
+"""
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+import requests
+
+from fedcore import codec
+from processes import ROOT, Server, Worker, stop_all, wait_until
+
+pytestmark = pytest.mark.e2e
+PG_ADMIN_URL = os.environ.get("FEDPLATFORM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def postgres_url():
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("FEDPLATFORM_REQUIRE_SERVICES") == "1":
+            raise
+        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+    name = f"fedtest_{uuid.uuid4().hex[:10]}"
+    admin.execute(f"CREATE DATABASE {name}")
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def _audit(server: Server, run_id: int) -> str:
+    return server.manage("audit_run", str(run_id))
+
+
+def test_two_servers_share_one_run_without_double_aggregation(tmp_path, database_url):
+    first = Server(tmp_path, database_url=database_url)
+    second = Server(tmp_path, database_url=database_url, prepare=False)
+    first.start()
+    second.start()
+    run = first.create_run(name="two servers", rounds=3, min_clients=4, clients_per_round=4, min_updates=4, round_timeout=300)
+    workers = [Worker(first if i % 2 else second, run["id"], i, partitions=4, limit=600) for i in range(4)]
+    try:
+        codes = [w.wait(timeout=300) for w in workers]
+    finally:
+        stop_all(workers)
+    try:
+        assert codes == [0, 0, 0, 0], "\n".join(w.output()[-1500:] for w in workers)
+        rounds = second.rounds(run["id"])
+        assert [(r["number"], r["status"], len(r["updates"])) for r in rounds] == [(n, "closed", 4) for n in (1, 2, 3)]
+        assert [v["number"] for v in first.get(f"/api/v1/runs/{run['id']}/versions/")] == [0, 1, 2, 3]
+        assert "every version reproduced exactly" in _audit(first, run["id"])
+    finally:
+        first.kill()
+        second.kill()
+
+
+def _one_update_then_silence(server: Server) -> tuple[int, int]:
+    """Open a round for two devices, deliver one update, and let the deadline pass unnoticed."""
+    run = server.create_run(name="stampede", rounds=1, min_clients=2, clients_per_round=2, min_updates=1, round_timeout=2)
+    devices = []
+    for name in ("a", "b"):
+        body = requests.post(f"{server.url}/api/v1/clients/", json={"name": name, "run": run["id"], "num_examples": 10}, timeout=30).json()
+        devices.append(requests.Session())
+        devices[-1].headers["Authorization"] = f"Token {body['token']}"
+    task = devices[0].get(f"{server.url}/api/v1/clients/{server.get('/api/v1/clients/')[0]['id']}/task/", timeout=30).json()
+    base = codec.decode(devices[0].get(server.url + task["model_url"], timeout=30).content).arrays
+    delta = {k: (np.full_like(a, 0.01) if a.dtype.kind == "f" else np.zeros_like(a)) for k, a in base.items()}
+    body = codec.encode(delta, kind="delta", base_version=task["base_version"])
+    response = devices[0].put(
+        server.url + task["upload_url"], data=body,
+        headers={"Content-Type": codec.CONTENT_TYPE, "X-Num-Examples": "10"}, timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    time.sleep(3)  # past the deadline; nobody asks the server anything
+    return run["id"], task["round"]
+
+
+def test_a_stampede_of_sweeps_closes_an_expired_round_exactly_once(tmp_path, database_url):
+    server = Server(tmp_path, database_url=database_url)
+    server.start()
+    try:
+        run_id, round_id = _one_update_then_silence(server)
+        server.kill()  # only the contenders touch the database now
+        start_at = time.time() + 8  # after every contender has imported Django and torch
+        contenders = [
+            subprocess.Popen([sys.executable, "tests/e2e/race_sweep.py", str(start_at)], cwd=ROOT, env=server.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(4)
+        ]
+        outputs = [c.communicate(timeout=120)[0] for c in contenders]
+        assert all(c.returncode == 0 for c in contenders), outputs
+        server.start()
+        rounds = server.rounds(run_id)
+        assert [(r["id"], r["status"], len(r["updates"])) for r in rounds] == [(round_id, "closed", 1)]
+        assert [v["number"] for v in server.get(f"/api/v1/runs/{run_id}/versions/")] == [0, 1]
+        assert server.get(f"/api/v1/runs/{run_id}/")["status"] == "finished"
+        assert "every version reproduced exactly" in _audit(server, run_id)
+    finally:
+        server.kill()
