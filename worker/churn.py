@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+LEAVE_GRACE = 60.0  # seconds a leaving worker gets to say goodbye before it is killed
+
+
 @dataclass
 class Member:
     name: str
@@ -37,6 +40,7 @@ class Fleet:
     started: float = field(default_factory=time.monotonic)
     live: list[Member] = field(default_factory=list)
     returning: list[tuple[float, str, int]] = field(default_factory=list)  # (when, name, partition)
+    leaving: list[tuple[float, Member]] = field(default_factory=list)  # (SIGKILL after, member)
     counts: Counter = field(default_factory=Counter)
     next_id: int = 0
 
@@ -71,6 +75,16 @@ class Fleet:
         return member
 
     def reap(self) -> None:
+        for due in list(self.leaving):
+            deadline, member = due
+            if member.proc.poll() is not None:
+                self.leaving.remove(due)
+                self.say(f"left  {member.name} (exit {member.proc.returncode})")
+            elif time.monotonic() > deadline:
+                member.proc.kill()
+                member.proc.wait()
+                self.leaving.remove(due)
+                self.say(f"{member.name} did not leave within {LEAVE_GRACE:.0f}s; killed")
         for member in list(self.live):
             code = member.proc.poll()
             if code is not None:
@@ -127,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             elapsed = now - fleet.started
             if args.duration and elapsed >= args.duration:
                 break
-            if not fleet.live and not fleet.returning:
+            if not fleet.live and not fleet.returning and not fleet.leaving:
                 fleet.say("no worker is left (the run is over?)")
                 break
             for due in [r for r in fleet.returning if r[0] <= now]:
@@ -146,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             if fleet.live and _happens(rng, args.leave_every, tick):
                 leaver = rng.choice(fleet.live)
                 leaver.proc.send_signal(signal.SIGINT)
-                leaver.proc.wait(timeout=30)
                 fleet.live.remove(leaver)
+                fleet.leaving.append((now + LEAVE_GRACE, leaver))
                 fleet.counts["left"] += 1
-                fleet.say(f"leave {leaver.name} (SIGINT: says goodbye, exit {leaver.proc.returncode})")
+                fleet.say(f"leave {leaver.name} (SIGINT: it says goodbye)")
             if len(fleet.live) + len(fleet.returning) < args.max_workers and _happens(rng, args.join_every, tick):
                 member = fleet.spawn()
                 fleet.counts["joined"] += 1
@@ -157,10 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         fleet.say("interrupted")
     finally:
-        for member in fleet.live:
+        remaining = fleet.live + [member for _, member in fleet.leaving]
+        for member in remaining:
             if member.proc.poll() is None:
                 member.proc.send_signal(signal.SIGINT)
-        for member in fleet.live:
+        for member in remaining:
             try:
                 member.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
