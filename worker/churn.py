@@ -24,6 +24,7 @@ from pathlib import Path
 
 
 LEAVE_GRACE = 60.0  # seconds a leaving worker gets to say goodbye before it is killed
+STRAGGLER_GRACE = 15.0  # seconds after the run ended before the remaining workers are sent home
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Fleet:
     leaving: list[tuple[float, Member]] = field(default_factory=list)  # (SIGKILL after, member)
     counts: Counter = field(default_factory=Counter)
     next_id: int = 0
+    over_since: float = 0.0
 
     def say(self, text: str) -> None:
         print(f"[churn t={time.monotonic() - self.started:6.1f}s live={len(self.live):2d}] {text}", flush=True)
@@ -74,6 +76,11 @@ class Fleet:
         self.live.append(member)
         return member
 
+    @property
+    def run_over(self) -> bool:
+        # Workers exit 0 by themselves only when the server says the run is over.
+        return self.counts["finished"] > 0
+
     def reap(self) -> None:
         for due in list(self.leaving):
             deadline, member = due
@@ -89,7 +96,7 @@ class Fleet:
             code = member.proc.poll()
             if code is not None:
                 self.live.remove(member)
-                self.counts["exited"] += 1
+                self.counts["finished" if code == 0 else "failed"] += 1
                 self.say(f"{member.name} exited by itself with code {code}")
 
 
@@ -141,8 +148,22 @@ def main(argv: list[str] | None = None) -> int:
             elapsed = now - fleet.started
             if args.duration and elapsed >= args.duration:
                 break
+            if fleet.run_over:
+                fleet.returning.clear()  # nothing to come back to
+                fleet.over_since = fleet.over_since or now
+                if now - fleet.over_since < STRAGGLER_GRACE:
+                    continue  # the others are told by the server and exit by themselves
+                for member in list(fleet.live):  # e.g. still waiting to register: send them home
+                    member.proc.send_signal(signal.SIGINT)
+                    fleet.live.remove(member)
+                    fleet.leaving.append((now + LEAVE_GRACE, member))
+                    fleet.say(f"stop  {member.name}: the run is over")
+                if not fleet.live and not fleet.leaving:
+                    fleet.say("the run is over and every worker has exited")
+                    break
+                continue
             if not fleet.live and not fleet.returning and not fleet.leaving:
-                fleet.say("no worker is left (the run is over?)")
+                fleet.say("no worker is left")
                 break
             for due in [r for r in fleet.returning if r[0] <= now]:
                 fleet.returning.remove(due)
