@@ -11,9 +11,14 @@ class RegisterSerializer(serializers.Serializer):
     num_examples = serializers.IntegerField(min_value=0, max_value=10**9)
     device = serializers.DictField(required=False, default=dict)
     accepts = serializers.ListField(
-        child=serializers.ChoiceField(choices=ENCODINGS), required=False, default=list, max_length=16
+        child=serializers.CharField(max_length=32), required=False, default=list, max_length=32,
+        help_text="encodings the device decodes; names this server does not know are ignored",
     )
     enrollment_key = serializers.CharField(required=False, write_only=True, max_length=200)
+
+    def validate_accepts(self, value: list[str]) -> list[str]:
+        # A newer worker may know encodings this server does not: keep only the ones both know.
+        return [name for name in value if name in ENCODINGS]
 
     def validate_device(self, value: dict) -> dict:
         if len(str(value)) > 2000:

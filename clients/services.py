@@ -39,6 +39,7 @@ def client_snapshot(client: Client) -> dict:
         "last_seen": client.last_seen.isoformat() if client.last_seen else None,
         "bytes_sent": client.bytes_sent,
         "bytes_received": client.bytes_received,
+        "held_version": client.held_version,
     }
 
 

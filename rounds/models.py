@@ -46,7 +46,9 @@ class Run(models.Model):
     round_timeout = models.PositiveIntegerField(default=600, help_text="seconds from open to deadline")
     offline_after = models.PositiveIntegerField(default=60, help_text="seconds of silence before offline")
     # Validated against fedcore.codec's encodings by the API, so a new encoding needs no migration.
-    upload_encoding = models.CharField(max_length=32, default="bfloat16")
+    upload_encoding = models.CharField(
+        max_length=32, default="int4", help_text="updates: 4-bit per-row deltas with error feedback by default"
+    )
     download_encoding = models.CharField(max_length=32, default="float32")
     seed = models.PositiveIntegerField(default=0)
     allow_backfill = models.BooleanField(

@@ -2,6 +2,7 @@ from rest_framework import serializers
 
 from fedcore import codec
 
+from .downloads import DOWNLOAD_ENCODINGS
 from .models import TUNABLE_FIELDS, ModelVersion, Round, Run, RunConfig, RoundStatus, Update
 
 CONFIG_FIELDS = [
@@ -9,13 +10,16 @@ CONFIG_FIELDS = [
     "local_epochs", "batch_size", "learning_rate", "momentum", "weight_decay", "round_timeout",
     "offline_after", "upload_encoding", "download_encoding", "seed", "allow_backfill",
 ]
+DEFAULT_UPLOAD_ENCODING = "int4"
 # Fixed once a run exists: changing them would invalidate every stored version and update.
 IMMUTABLE_FIELDS = {"arch", "dataset", "seed"}
 
 
 class RunSerializer(serializers.ModelSerializer):
-    upload_encoding = serializers.ChoiceField(choices=codec.ENCODINGS, default="bfloat16")
-    download_encoding = serializers.ChoiceField(choices=codec.ENCODINGS, default="float32")
+    # int4 with error feedback: about a quarter of the prototype's bytes at float32's accuracy
+    # (benchmarks/results/accuracy_cost_*.md).
+    upload_encoding = serializers.ChoiceField(choices=codec.ENCODINGS, default=DEFAULT_UPLOAD_ENCODING)
+    download_encoding = serializers.ChoiceField(choices=DOWNLOAD_ENCODINGS, default="float32")
     current_version = serializers.SerializerMethodField()
     completed_rounds = serializers.SerializerMethodField()
     config_version = serializers.SerializerMethodField(help_text="the newest configuration version")

@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from clients.models import Client, ClientStatus, SELECTABLE_STATUSES
-from clients.services import client_count_bytes, client_seen, client_transition
+from clients.services import client_count_bytes, client_seen, client_snapshot, client_transition
 from dashboard.events import publish
 from fedcore import codec
 from fedplatform.errors import Conflict, Forbidden, Gone, Invalid, TooLarge
@@ -246,7 +246,12 @@ def round_snapshot(rnd: Round) -> dict:
         "status": rnd.status,
         "expected": sorted(rnd.expected.values_list("pk", flat=True)),
         "received": rnd.updates.count(),
+        "opened_at": rnd.opened_at.isoformat(),
         "deadline": rnd.deadline.isoformat(),
+        "closed_at": rnd.closed_at.isoformat() if rnd.closed_at else None,
+        "config_version": rnd.config.version,
+        "hyperparameters": rnd.hyperparameters,
+        "upload_encoding": rnd.upload_encoding,
         "metrics": rnd.metrics,
     }
 
@@ -364,6 +369,8 @@ def _round_metrics(rnd: Round, updates: list[Update], arrays: dict) -> dict:
         "federated_base_accuracy": weighted_metric(eval_pairs),
         "federated_base_loss": weighted_metric(eval_loss_pairs),
         "bytes_up": sum(u.bytes_wire for u in updates),
+        # As reported by the participants (a delta or the full model, whichever they fetched).
+        "bytes_down": sum(int(u.metrics.get("download_bytes", 0)) for u in updates),
         "float32_bytes_per_update": codec.float32_size(codec.manifest_of(arrays)),
         "upload_encoding": rnd.upload_encoding,
     }
@@ -466,13 +473,19 @@ def heartbeat(*, client: Client, progress: float | None, round_id: int | None) -
         still_wanted = Round.objects.filter(pk=round_id, status=RoundStatus.OPEN, expected=client).exists()
         if not still_wanted:
             return "abort"
-    publish("client.status", {"id": client.pk, "run": client.run_id, "status": client.status, "progress": client.progress})
+    client.refresh_from_db()
+    publish("client.status", client_snapshot(client))
     return "continue"
 
 
-def model_download(*, client: Client | None, version: ModelVersion) -> bytes:
-    """The stored (lossless) encoding of a global version; counts the bytes for the client."""
-    data = blobs.load(version.blob.name)
+def model_download(*, client: Client | None, version: ModelVersion, base: int | None = None) -> bytes:
+    """A global version for a client: the stored lossless blob, or the delta from ``base`` when the
+    client holds that version and accepts the run's download encoding (rounds.downloads); counts
+    the bytes sent for the client."""
+    from .downloads import model_body  # noqa: PLC0415 - kept inside: download policy lives in downloads.py
+
+    accepts = list(client.accepts or []) if client is not None else None
+    data = model_body(version=version, base=base, accepts=accepts).data
     if client is not None:
         client_seen(client=client)
         client_count_bytes(client=client, received=len(data))
@@ -564,7 +577,10 @@ def update_accept(
             )
             client_count_bytes(client=client, sent=len(body))
             client_transition(client=client, to=ClientStatus.FINISH, reason=f"update for round {rnd.number}", round=rnd)
-            publish("round.update_received", {"round": rnd.pk, "client": client.pk, "bytes": len(body)})
+            publish("round.update_received", {
+                "run": rnd.run_id, "round": rnd.pk, "client": client.pk, "bytes": len(body),
+                "received_at": update.received_at.isoformat(), "metrics": update.metrics,
+            })
     except IntegrityError:
         # The same client raced itself (a retry crossed the first attempt): answer like a resend.
         existing = Update.objects.get(round=rnd, client=client)

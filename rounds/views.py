@@ -88,7 +88,14 @@ class RunViewSet(
         return Response(ModelVersionSerializer(self.get_object().versions.all(), many=True).data)
 
     @extend_schema(
-        parameters=[OpenApiParameter("version", int, description="default: the newest version")],
+        parameters=[
+            OpenApiParameter("version", int, description="default: the newest version"),
+            OpenApiParameter(
+                "base", int,
+                description="the version the device holds: the answer may then be the delta from it "
+                "(kind `delta`, header `X-Base-Version`) in the run's download encoding",
+            ),
+        ],
         responses={
             (200, codec.CONTENT_TYPE): OpenApiTypes.BINARY,
             (200, "application/json"): OpenApiTypes.OBJECT,
@@ -98,7 +105,8 @@ class RunViewSet(
     )
     @action(detail=True, methods=["get"], renderer_classes=[TensorRenderer, renderers.JSONRenderer])
     def model(self, request, pk=None):
-        """The global model: lossless codec body; ``ETag`` is its version number."""
+        """The global model: the lossless codec body, or with ``base`` the delta from the version the
+        device holds (see rounds.downloads); ``ETag`` is the version number either way."""
         run = Run.objects.filter(pk=pk).first()
         if run is None:
             raise NotFound("no such run", "no_such_run")
@@ -119,8 +127,14 @@ class RunViewSet(
         etag = f'"{version.number}"'
         if request.headers.get("If-None-Match") == etag:
             return HttpResponseNotModified(headers={"ETag": etag})
-        data = services.model_download(client=client, version=version)
+        base = request.query_params.get("base")
+        if base is not None and not (base.isascii() and base.isdigit()):
+            raise Invalid("base must be a non-negative integer", "bad_base")
+        data = services.model_download(client=client, version=version, base=None if base is None else int(base))
         headers = {"ETag": etag, "X-Model-Version": str(version.number)}
+        header = codec.peek_header(data)
+        if header["kind"] == "delta":
+            headers["X-Base-Version"] = str(header["base_version"])
         if request.accepted_renderer.format == "json":
             return Response(codec.to_json(codec.decode(data)), headers=headers)
         return HttpResponse(data, content_type=codec.CONTENT_TYPE, headers=headers)

@@ -7,8 +7,9 @@ import time
 import numpy as np
 import torch
 
-from fedcore.codec import CONTENT_TYPE, CodecError, encode, manifest_of
+from fedcore.codec import CONTENT_TYPE, CodecError, manifest_of
 from fedcore.data import DATASETS, DatasetNotFound
+from fedcore.feedback import ErrorFeedback
 from fedcore.nets import build_model
 from fedcore.state import state_to_arrays
 from fedcore.training import pick_device
@@ -55,6 +56,9 @@ class Agent:
             on_retry=self._on_retry,
         )
         self.models = ModelCache(self.session)
+        # What lossy uploads dropped, sent with the next update; in memory only, so a restarted
+        # worker starts from zero (at most one round's quantization error is lost).
+        self.feedback = ErrorFeedback()
         self.registration: Registration | None = None
         self.data: LocalData | None = None
         self.device: torch.device | None = None
@@ -238,7 +242,9 @@ class Agent:
             raise WorkerExit(ExitCode.USAGE, f"task wants dataset {task.dataset!r}, this worker "
                                              f"has {self.data.info.name!r}")
         model = self._model_for(task.arch)
+        download_started = time.perf_counter()
         base = self._download(task, model)
+        download_seconds = round(time.perf_counter() - download_started, 3)  # for the round timeline
         if base is None:
             time.sleep(ERROR_PAUSE_SECONDS)
             return
@@ -262,7 +268,8 @@ class Agent:
             return
         finally:
             progress.close()
-        m = result.metrics
+        m = {**result.metrics, "download_seconds": download_seconds,
+             "download_bytes": self.models.last_download_bytes}  # 0: served from the cache
         self.log(
             f"round {task.round_number} trained in {m['train_seconds']:.1f}s: "
             f"loss {m['train_loss']:.4f} acc {m['train_accuracy']:.3f}"
@@ -295,8 +302,9 @@ class Agent:
             self.log(f"model v{task.base_version} unusable: {err}")
             return None
         size = self.models.last_download_bytes
+        what = "delta" if self.models.last_was_delta else "full model"
         self.log(f"model v{task.base_version}: " + (
-            f"downloaded {_kib(size)} in {time.perf_counter() - started:.2f}s" if size
+            f"downloaded {_kib(size)} ({what}) in {time.perf_counter() - started:.2f}s" if size
             else "unchanged (cached)"))
         return base
 
@@ -323,11 +331,11 @@ class Agent:
     def _upload(self, task: Task, delta: dict[str, np.ndarray], num_examples: int,
                 metrics: dict[str, float | int]) -> None:
         try:
-            body = encode(delta, encoding=task.upload_encoding, kind="delta",
-                          base_version=task.base_version)
+            pending = self.feedback.encode(delta, encoding=task.upload_encoding, base_version=task.base_version)
         except CodecError as err:  # e.g. non_finite: a delta that overflows the encoding
             self.log(f"round {task.round_number} update not encodable ({err.code}): {err}")
             return
+        body = pending.body
         headers = {
             "Content-Type": CONTENT_TYPE,
             "X-Num-Examples": str(num_examples),
@@ -345,6 +353,8 @@ class Agent:
                 self.log(f"round {task.round_number} update rejected: {err.status} {err.code}: "
                          f"{err.detail}")
             return
+        # Only an update the server counted settles the residual; a refused one changes nothing.
+        self.feedback.commit(pending)
         outcome = "accepted" if response.status_code == 201 else "already accepted"
         self.log(f"round {task.round_number} uploaded {_kib(len(body))} ({task.upload_encoding}) "
                  f"in {time.perf_counter() - started:.2f}s: {outcome}")

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fedcore.codec import ENCODINGS
 from worker.exitcodes import ExitCode, WorkerExit
 from worker.session import ApiError, ApiSession
 
-ACCEPTS = ["float32", "bfloat16", "float16"]  # model encodings this worker can decode
+ACCEPTS = list(ENCODINGS)  # model encodings this worker can decode: all of its codec's
 NO_RUN_POLL_SECONDS = 5.0
 
 

@@ -39,8 +39,11 @@ def local_round(
     load_arrays(model, base)
     metrics: dict[str, float | int] = {"eval_examples": data.num_eval}
     if data.num_eval:
+        eval_started = time.perf_counter()
         ev = evaluate(model, data.eval_x, data.eval_y, device=device)
-        metrics.update(eval_loss=float(ev["loss"]), eval_accuracy=float(ev["accuracy"]))
+        # Timed so the dashboard's round timeline can show where a straggler spends its round.
+        metrics.update(eval_loss=float(ev["loss"]), eval_accuracy=float(ev["accuracy"]),
+                       eval_seconds=round(time.perf_counter() - eval_started, 3))
     started = time.perf_counter()
     tr = train(
         model, data.train_x, data.train_y,

@@ -284,3 +284,15 @@ def test_a_finished_run_tells_its_clients_it_is_over(device, run, staff_api):
     response = alpha.task()
     assert response.status_code == 410
     assert response.json()["code"] == "run_stopped"
+
+
+def test_registration_keeps_only_the_encodings_this_server_knows(run):
+    from rest_framework.test import APIClient
+
+    response = APIClient().post(
+        "/api/v1/clients/",
+        {"name": "newer", "run": run.pk, "num_examples": 5, "accepts": ["float32", "int2-future", "int8"]},
+        format="json",
+    )
+    assert response.status_code == 201
+    assert Client.objects.get(pk=response.json()["id"]).accepts == ["float32", "int8"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from worker_stubhttp import Reply, error
 
-from fedcore.codec import CONTENT_TYPE, decode, encode, manifest_of
+from fedcore.codec import CONTENT_TYPE, ENCODINGS, decode, encode, manifest_of
 from fedcore.nets import build_model
 from fedcore.state import state_to_arrays
 from worker.agent import Agent
@@ -91,7 +91,7 @@ def test_a_worker_registers_trains_uploads_a_delta_and_leaves_when_the_run_ends(
     assert code == ExitCode.OK, log
     registration = run.calls("POST", "clients/")[0].json()
     assert registration["num_examples"] == 64
-    assert registration["accepts"] == ["float32", "bfloat16", "float16"]
+    assert registration["accepts"] == list(ENCODINGS)
     assert {"torch", "device", "cpu_count"} <= set(registration["device"])
     assert run.calls("GET", f"clients/{CLIENT}/task/")[0].headers["Authorization"] == "Token tok-5"
 
@@ -103,7 +103,9 @@ def test_a_worker_registers_trains_uploads_a_delta_and_leaves_when_the_run_ends(
     assert upload.headers["X-Num-Examples"] == "64"
     metrics = json.loads(upload.headers["X-Metrics"])
     assert set(metrics) == {"train_loss", "train_accuracy", "eval_loss", "eval_accuracy",
-                            "eval_examples", "train_seconds"}
+                            "eval_examples", "train_seconds", "eval_seconds", "download_seconds",
+                            "download_bytes"}
+    assert metrics["download_bytes"] == len(BASE_BLOB)
     assert metrics["eval_examples"] == 7  # 64 * 0.1 / 0.9, rounded
     decoded = decode(upload.body, kind="delta", manifest=manifest_of(BASE))
     assert decoded.base_version == VERSION and decoded.encodings == {"bfloat16"}

@@ -1,0 +1,58 @@
+"""What every benchmark prints and writes: a markdown table, the command and the machine."""
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+if str(REPO) not in sys.path:  # scripts run as `python benchmarks/x.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+
+def machine() -> str:
+    """CPU model and count, GPU (when torch sees one), torch/numpy/Python versions."""
+    import numpy as np
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (
+        f"CPU {cpu} ({os.cpu_count()} logical cores); GPU {gpu}; torch {torch.__version__}; "
+        f"numpy {np.__version__}; Python {platform.python_version()}"
+    )
+
+
+def command() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write(name: str, title: str, body: str, *, out_dir: Path | None = None) -> Path:
+    """Print ``body`` and write it, with the command and the machine, to results/<name>.md."""
+    text = f"# {title}\n\nCommand: `{command()}`\n\nMachine: {machine()}\n\n{body}\n"
+    print(text)
+    target = (out_dir or RESULTS) / f"{name}.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return target
+
+
+def mb(n: float) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
