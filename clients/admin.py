@@ -1,6 +1,9 @@
+"""Clients in the admin: read-only rows whose state changes only through the services' actions,
+so every change is recorded as a ClientEvent and reaches the dashboards."""
 from django.contrib import admin, messages
 
 from fedplatform.errors import FedError
+from rounds.models import Update
 
 from . import services
 from .models import Client, ClientEvent
@@ -10,7 +13,22 @@ class ClientEventInline(admin.TabularInline):
     model = ClientEvent
     extra = 0
     can_delete = False
-    readonly_fields = ["at", "from_status", "to_status", "round", "reason", "actor"]
+    fields = ["at", "from_status", "to_status", "round", "reason", "actor"]
+    readonly_fields = fields
+    ordering = ["-id"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ClientUpdateInline(admin.TabularInline):
+    model = Update
+    extra = 0
+    can_delete = False
+    fields = ["round", "num_examples", "bytes_wire", "encoding", "metrics", "received_at"]
+    readonly_fields = fields
+    show_change_link = True
+    verbose_name_plural = "updates sent"
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -44,13 +62,19 @@ def kick(modeladmin, request, queryset):
 
 @admin.register(Client)
 class ClientAdmin(admin.ModelAdmin):
-    list_display = ["name", "run", "status", "progress", "num_examples", "held_version", "last_seen", "bytes_sent"]
+    list_display = ["name", "run", "status", "progress", "num_examples", "held_version", "last_seen",
+                    "bytes_sent", "bytes_received"]
     list_filter = ["status", "run"]
-    search_fields = ["name"]
+    list_select_related = ["run"]
+    search_fields = ["name", "run__name"]
     # Status changes only through the actions above, so every change is recorded and published.
     readonly_fields = [f.name for f in Client._meta.fields]
     actions = [pause, resume, kick]
-    inlines = [ClientEventInline]
+    inlines = [ClientEventInline, ClientUpdateInline]
 
     def has_add_permission(self, request) -> bool:
         return False  # clients register themselves
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Deleting would bypass the state machine (no event, no round bookkeeping): kick instead.
+        return False

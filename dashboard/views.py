@@ -1,28 +1,45 @@
+"""The dashboard's pages: one HTML shell per run and the JSON snapshot it renders from.
+
+Views stay thin: the snapshot is built in ``snapshot.py``; every change the page makes goes
+through the REST API, so the browser has no write path of its own.
+"""
 from django.contrib.admin.views.decorators import staff_member_required
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
 
 from rounds.models import Run
 
-
-@staff_member_required
-def index(request):
-    run = Run.objects.order_by("-pk").first()
-    if run is not None:
-        return redirect("dashboard:run", run_id=run.pk)
-    return render(request, "dashboard/run.html", {"runs": [], "run": None})
+from . import fields, snapshot
 
 
-@staff_member_required
-def run_detail(request, run_id: int):
-    run = get_object_or_404(Run, pk=run_id)
-    rounds = run.round_set.select_related("base_version", "result_version").prefetch_related("expected", "updates")
+def _page(request: HttpRequest, run: Run | None) -> HttpResponse:
     context = {
-        "runs": Run.objects.order_by("-pk")[:50],
         "run": run,
-        "rounds": rounds,
-        "clients": run.clients.order_by("pk"),
-        "versions": run.versions.order_by("number"),
-        "fragment": request.GET.get("fragment") == "1",
+        "snapshot": snapshot.build(run) if run else snapshot.empty(),
+        "tunable_fields": fields.tunable_specs(),
+        "create_fields": fields.create_specs(),
     }
-    template = "dashboard/_run_body.html" if context["fragment"] else "dashboard/run.html"
-    return render(request, template, context)
+    return render(request, "dashboard/run.html", context)
+
+
+@require_GET
+@staff_member_required
+def index(request: HttpRequest) -> HttpResponse:
+    # The newest run is what an operator usually wants; the address stays "/" so it keeps
+    # following new runs across visits.
+    return _page(request, Run.objects.order_by("-pk").first())
+
+
+@require_GET
+@staff_member_required
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    return _page(request, get_object_or_404(Run, pk=run_id))
+
+
+@require_GET
+@never_cache
+@staff_member_required
+def run_snapshot(request: HttpRequest, run_id: int) -> JsonResponse:
+    return JsonResponse(snapshot.build(get_object_or_404(Run, pk=run_id)))

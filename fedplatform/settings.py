@@ -42,6 +42,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The platform is one ASGI process with no front web server by default: WhiteNoise serves the
+    # dashboard's, admin's and Swagger UI's assets from it, with or without DEBUG.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -103,13 +106,19 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
+# Only a deployment that runs collectstatic sets STATIC_ROOT; otherwise WhiteNoise serves from
+# the apps' own static folders.
+STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
 MEDIA_ROOT = Path(os.environ.get("FEDPLATFORM_MEDIA_ROOT", BASE_DIR / "media"))
 MEDIA_URL = "media/"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# Serve straight from the apps' static folders, so no collectstatic step is needed; a deployment
+# that runs collectstatic is served the same files from STATIC_ROOT.
+WHITENOISE_USE_FINDERS = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "admin:login"

@@ -1,9 +1,16 @@
+"""Runs, rounds, versions and updates in the admin. Every change goes through the round engine
+(``rounds.services``): run control, creation and configuration edits alike, so the admin
+records configuration versions and publishes the same events the API does."""
+from django import forms
 from django.contrib import admin, messages
 
 from fedplatform.errors import FedError
 
 from . import services
-from .models import ModelVersion, Round, Run, Update
+from .models import TUNABLE_FIELDS, ModelVersion, Round, Run, RunConfig, Update
+
+# Editable on an existing run: a label, and the configuration an operator may tune mid-run.
+EDITABLE_ON_CHANGE = {"name", *TUNABLE_FIELDS}
 
 
 def _control(modeladmin, request, queryset, action_name: str) -> None:
@@ -35,61 +42,95 @@ def stop(modeladmin, request, queryset):
     _control(modeladmin, request, queryset, "stop")
 
 
-class RoundInline(admin.TabularInline):
-    model = Round
+class _ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
-    fields = ["number", "status", "opened_at", "closed_at", "metrics"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class RoundInline(_ReadOnlyInline):
+    model = Round
+    fields = ["number", "status", "config", "opened_at", "closed_at", "metrics"]
     readonly_fields = fields
     show_change_link = True
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
+
+class RunConfigInline(_ReadOnlyInline):
+    model = RunConfig
+    fields = ["version", "changed", "author", "created_at"]
+    readonly_fields = fields
+    verbose_name_plural = "configuration versions"
 
 
-class UpdateInline(admin.TabularInline):
+class UpdateInline(_ReadOnlyInline):
     model = Update
-    extra = 0
-    can_delete = False
     fields = ["client", "num_examples", "bytes_wire", "encoding", "metrics", "received_at"]
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
+
+class RunAdminForm(forms.ModelForm):
+    class Meta:
+        model = Run
+        fields = "__all__"
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.pk and self.instance.is_terminal and set(self.changed_data) & set(TUNABLE_FIELDS):
+            raise forms.ValidationError(f"this run is {self.instance.status}; its configuration is final")
+        return cleaned
 
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
+    form = RunAdminForm
     list_display = ["name", "status", "arch", "dataset", "rounds", "clients_per_round", "created_at"]
     list_filter = ["status", "arch", "dataset"]
     search_fields = ["name"]
     readonly_fields = ["status", "created_at", "started_at", "finished_at"]
     actions = [start, pause, resume, stop]
-    inlines = [RoundInline]
+    inlines = [RunConfigInline, RoundInline]
 
     def get_readonly_fields(self, request, obj=None):
-        # The model layout and initial weights are fixed once a run exists.
-        return self.readonly_fields + (["arch", "dataset", "seed"] if obj else [])
+        if obj is None:
+            return self.readonly_fields
+        # The model layout and initial weights are fixed once a run exists; the rest changes
+        # through run_configure, which versions it.
+        fixed = [f.name for f in Run._meta.fields if f.editable and f.name not in EDITABLE_ON_CHANGE]
+        return self.readonly_fields + fixed
 
     def save_model(self, request, obj, form, change):
+        author = request.user.get_username()
         if change:
-            super().save_model(request, obj, form, change)
+            changes = {f: form.cleaned_data[f] for f in form.changed_data if f in EDITABLE_ON_CHANGE}
+            if changes:
+                services.run_configure(run=Run.objects.get(pk=obj.pk), changes=changes, author=author)
+            obj.refresh_from_db()
             return
         config = {f: form.cleaned_data[f] for f in form.cleaned_data if f in {x.name for x in Run._meta.fields}}
-        created = services.run_create(**config)
+        created = services.run_create(author=author, **config)
         obj.pk = created.pk
         obj.refresh_from_db()
 
 
 @admin.register(Round)
 class RoundAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "status", "opened_at", "closed_at"]
+    list_display = ["__str__", "status", "config", "opened_at", "closed_at"]
     list_filter = ["status", "run"]
+    list_select_related = ["run", "config"]
+    search_fields = ["run__name"]
     readonly_fields = [f.name for f in Round._meta.fields] + ["expected"]
     inlines = [UpdateInline]
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # rounds are history; the engine abandons, never deletes
 
 
 @admin.register(ModelVersion)
@@ -101,13 +142,20 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # rounds point at their versions
+
 
 @admin.register(Update)
 class UpdateAdmin(admin.ModelAdmin):
     list_display = ["__str__", "num_examples", "bytes_wire", "encoding", "received_at"]
-    list_filter = ["round__run"]
-    search_fields = ["client__name"]
+    list_filter = ["round__run", "encoding"]
+    list_select_related = ["round__run", "client"]
+    search_fields = ["client__name", "round__run__name"]
     readonly_fields = [f.name for f in Update._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # an accepted update is part of a round's history

@@ -1,0 +1,58 @@
+"""Descriptions of the run fields the page's forms edit, taken from the model so they cannot drift.
+
+The forms are plain HTML whose submit goes to the REST API as JSON; the API's serializer remains
+the one validator, these only pick the right input widget.
+"""
+from dataclasses import dataclass
+
+from django.db import models
+
+from fedcore import codec
+from rounds.downloads import DOWNLOAD_ENCODINGS
+from rounds.models import TUNABLE_FIELDS, Run
+
+# What the "new run" form asks; everything else keeps the model's default.
+CREATE_FIELDS = (
+    "name", "arch", "dataset", "rounds", "min_clients", "clients_per_round", "min_updates",
+    "local_epochs", "batch_size", "learning_rate", "round_timeout", "upload_encoding",
+)
+# Uploads may use any encoding; downloads only the dense ones (see rounds.downloads).
+ENCODING_CHOICES = {"upload_encoding": codec.ENCODINGS, "download_encoding": DOWNLOAD_ENCODINGS}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    label: str
+    kind: str  # text | int | float | bool | choice
+    help: str
+    default: object
+    choices: tuple[tuple[str, str], ...] = ()
+
+
+def spec(name: str) -> FieldSpec:
+    field = Run._meta.get_field(name)
+    label = str(field.verbose_name).replace("_", " ")
+    default = field.get_default()
+    if name in ENCODING_CHOICES:
+        choices = tuple((e, e) for e in ENCODING_CHOICES[name])
+        return FieldSpec(name, label, "choice", str(field.help_text), default, choices)
+    if field.choices:
+        return FieldSpec(name, label, "choice", str(field.help_text), default, tuple((str(v), str(t)) for v, t in field.choices))
+    if isinstance(field, models.BooleanField):
+        kind = "bool"
+    elif isinstance(field, models.FloatField):
+        kind = "float"
+    elif isinstance(field, models.IntegerField):
+        kind = "int"
+    else:
+        kind = "text"
+    return FieldSpec(name, label, kind, str(field.help_text), default)
+
+
+def tunable_specs() -> list[FieldSpec]:
+    return [spec(name) for name in TUNABLE_FIELDS]
+
+
+def create_specs() -> list[FieldSpec]:
+    return [spec(name) for name in CREATE_FIELDS]
