@@ -4,8 +4,6 @@ One run is played once (module fixture) and each test checks one thing it must s
 5 workers start (a round needs all 5); in round 2 two of them are SIGKILLed while training, a sixth worker starts, and
 the operator changes the learning rate, clients per round and minimum clients.
 """
-import time
-
 import pytest
 
 from processes import Server, Worker, stop_all, wait_until
@@ -39,20 +37,18 @@ def churned(tmp_path_factory):
         round_2 = wait_until(round_2_training, timeout=240, what="round 2 with the slow workers training")
         workers[3].kill()
         workers[4].kill()
-        killed_at = time.time()
         late = Worker(server, run["id"], 5, partitions=6, limit=600, name="late-joiner")
         server.patch(f"/api/v1/runs/{run['id']}/", {"learning_rate": 0.03, "clients_per_round": 4, "min_clients": 3})
         survivors = [workers[0], workers[1], workers[2], late]
         codes = [w.wait(timeout=300) for w in survivors]
+        stop_all(workers + [late])
+        yield {
+            "server": server, "run": run, "round_2": round_2, "codes": codes, "rounds": server.rounds(run["id"]),
+            "clients": {c["name"]: c for c in server.get("/api/v1/clients/")},
+        }
     finally:
         stop_all(workers + ([late] if late else []))
         server.kill()
-        server.start()  # read-only inspection from here on
-    yield {
-        "server": server, "run": run, "round_2": round_2, "killed_at": killed_at, "codes": codes,
-        "rounds": server.rounds(run["id"]), "clients": {c["name"]: c for c in server.get("/api/v1/clients/")},
-    }
-    server.kill()
 
 
 def _closed(rounds):

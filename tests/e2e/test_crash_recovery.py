@@ -10,13 +10,15 @@ pytestmark = pytest.mark.e2e
 
 def test_a_killed_and_restarted_server_completes_the_round_with_every_acknowledged_update(tmp_path):
     server = Server(tmp_path)
-    server.start()
-    run = server.create_run(
-        name="crash", rounds=3, min_clients=3, clients_per_round=3, min_updates=3, round_timeout=300, offline_after=300
-    )
-    workers = [Worker(server, run["id"], i, partitions=3, limit=600) for i in range(2)]
-    workers.append(Worker(server, run["id"], 0, partitions=1, limit=60000, name="slow"))  # ~15 s an epoch
+    workers: list[Worker] = []
     try:
+        server.start()
+        run = server.create_run(
+            name="crash", rounds=3, min_clients=3, clients_per_round=3, min_updates=3, round_timeout=300, offline_after=300
+        )
+        workers = [Worker(server, run["id"], i, partitions=3, limit=600) for i in range(2)]
+        workers.append(Worker(server, run["id"], 0, partitions=1, limit=60000, name="slow"))  # ~15 s an epoch
+
         def round_2_partly_delivered():
             rounds = server.rounds(run["id"])
             if len(rounds) < 2 or rounds[1]["status"] != "open":
@@ -29,9 +31,7 @@ def test_a_killed_and_restarted_server_completes_the_round_with_every_acknowledg
         server.proc.wait()
         server.start()  # same port, same database and blobs
         codes = [w.wait(timeout=300) for w in workers]
-    finally:
         stop_all(workers)
-    try:
         assert codes == [0, 0, 0], "\n".join(w.output()[-1500:] for w in workers)
         rounds = server.rounds(run["id"])
         assert [(r["number"], r["status"]) for r in rounds] == [(1, "closed"), (2, "closed"), (3, "closed")]
@@ -43,4 +43,5 @@ def test_a_killed_and_restarted_server_completes_the_round_with_every_acknowledg
         audit = server.manage("audit_run", str(run["id"]))
         assert "every version reproduced exactly" in audit
     finally:
+        stop_all(workers)
         server.kill()
