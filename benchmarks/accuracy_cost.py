@@ -10,8 +10,10 @@ encoding, so the only difference between runs is the wire.
     python benchmarks/accuracy_cost.py --task fashion-mnist
     python benchmarks/accuracy_cost.py --task cifar10 --device cuda --jobs 8
 
-Encodings are given as ``NAME`` or ``NAME:noef`` (the same, without error feedback, to show
-what error feedback buys). Per-round results stream to JSON lines, so a run cut short by
+Encodings are given as ``NAME`` with optional flags: ``NAME:noef`` (without error feedback, to
+show what error feedback buys) and ``NAME:down=ENC`` (devices download deltas in the dense
+encoding ENC and add them to the copy they hold, as ``worker.modelcache`` does, instead of the
+full float32 model each round). Per-round results stream to JSON lines, so a run cut short by
 ``--time-budget`` still reports every round all encodings reached.
 """
 from __future__ import annotations
@@ -78,9 +80,11 @@ def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
     from fedcore.state import load_arrays, state_to_arrays, subtract
     from fedcore.training import evaluate, pick_device, train
     from rounds.aggregation import fedavg
+    from worker.modelcache import MAX_LOSSY_DELTAS
 
-    encoding, _, flag = spec.partition(":")
-    use_feedback = flag != "noef"
+    encoding, *flags = spec.split(":")
+    use_feedback = "noef" not in flags
+    download_encoding = next((f.split("=", 1)[1] for f in flags if f.startswith("down=")), "float32")
     device = pick_device(args.device)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True  # the float32 run is then repeatable
@@ -106,18 +110,26 @@ def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
                         image_size=info.image_size, seed=args.seed).to(device)
     global_arrays = state_to_arrays(model)
     feedback = [ErrorFeedback() for _ in clients]
+    copies = [Download(MAX_LOSSY_DELTAS) for _ in clients]  # what each device holds
     bytes_up = bytes_down = 0
+    previous_global = None
     started = time.perf_counter()
     with sink.open("w") as out:
         for rnd in range(1, args.rounds + 1):
-            # Devices download the global model losslessly (the platform's default).
-            download = len(codec.encode(global_arrays, encoding="float32", kind="full"))
+            full = codec.encode(global_arrays, encoding="float32", kind="full")
+            delta_down = None
+            if download_encoding != "float32" and previous_global is not None:
+                # The server encodes version N - (N-1) once per round and every device gets it.
+                delta_down = codec.encode(subtract(global_arrays, previous_global), encoding=download_encoding,
+                                          kind="delta", base_version=rnd - 2)
             contributions, sizes, residuals = [], [], []
             for index, (cx, cy, count) in enumerate(clients):
-                load_arrays(model, global_arrays)
+                base, sent = copies[index].fetch(full, delta_down)
+                bytes_down += sent
+                load_arrays(model, base)
                 train(model, cx, cy, epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
                       momentum=args.momentum, device=device, seed=rnd + index)  # the worker's seeding
-                delta = subtract(state_to_arrays(model), global_arrays)
+                delta = subtract(state_to_arrays(model), base)
                 sender = feedback[index] if use_feedback else ErrorFeedback()
                 pending = sender.encode(delta, encoding=encoding, base_version=rnd - 1)
                 sender.commit(pending)
@@ -125,8 +137,7 @@ def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
                 contributions.append((decoded.arrays, count))
                 sizes.append(len(pending.body))
                 residuals.append(pending.residual_norm)
-                bytes_down += download
-            global_arrays = fedavg(global_arrays, contributions)
+            previous_global, global_arrays = global_arrays, fedavg(global_arrays, contributions)
             bytes_up += sum(sizes)
             load_arrays(model, global_arrays)
             ev = evaluate(model, test_x, test_y, device=device)
@@ -140,6 +151,33 @@ def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
             out.flush()
             print(f"[{spec}] round {rnd}: acc {ev['accuracy']:.4f} update {mb(record['update_bytes'])} "
                   f"({record['seconds']:.0f}s)", flush=True)
+
+
+class Download:
+    """One device's copy of the global model, kept as ``worker.modelcache.ModelCache`` keeps it.
+
+    It takes the round's delta when it holds the previous version and has applied fewer than
+    ``max_lossy`` lossy deltas since its last exact copy, and the full float32 model otherwise.
+    """
+
+    def __init__(self, max_lossy: int) -> None:
+        self.max_lossy = max_lossy
+        self.arrays = None
+        self.lossy = 0
+
+    def fetch(self, full: bytes, delta: bytes | None) -> tuple[dict, int]:
+        """(the model to train from, bytes downloaded) for this round."""
+        from fedcore import codec
+        from fedcore.state import add
+
+        if delta is not None and self.arrays is not None and self.lossy < self.max_lossy:
+            decoded = codec.decode(delta, kind="delta", manifest=codec.manifest_of(self.arrays))
+            self.arrays = add(self.arrays, decoded.arrays)
+            self.lossy += not decoded.encodings <= codec.LOSSLESS_ENCODINGS | {"raw"}
+            sent = len(delta)
+        else:
+            self.arrays, self.lossy, sent = codec.decode(full, kind="full").arrays, 0, len(full)
+        return {k: v.copy() for k, v in self.arrays.items()}, sent
 
 
 # ---------------------------------------------------------------- orchestration and the report
@@ -209,8 +247,10 @@ def render(args: argparse.Namespace, results: dict[str, list[dict]]) -> str:
     for spec, recs in results.items():
         last = recs[reached - 1]
         final = last["accuracy"]
+        encoding, *flags = spec.split(":")
+        download = next((f.split("=", 1)[1] + " deltas" for f in flags if f.startswith("down=")), "float32 full")
         rows.append([
-            f"`{spec.split(':')[0]}`", "no" if spec.endswith(":noef") else "yes",
+            f"`{encoding}`", download, "no" if "noef" in flags else "yes",
             mb(last["bytes_up"] / reached / args.clients),
             f"{raw / (last['bytes_up'] / reached / args.clients):.1f}x",
             f"{100 * final:.2f}",
@@ -221,9 +261,9 @@ def render(args: argparse.Namespace, results: dict[str, list[dict]]) -> str:
         ])
     arch = args.arch or TASKS[args.task][0]
     summary = table(
-        ["encoding", "error feedback", "bytes per update", f"smaller than raw float32 ({mb(raw)})", f"accuracy after round {reached} (%)",
+        ["encoding", "download", "error feedback", "bytes per update", f"smaller than raw float32 ({mb(raw)})", f"accuracy after round {reached} (%)",
          "vs float32 (points)", f"mean of last {tail} rounds (%)", "vs float32 (points)",
-         "bytes up (total)", "bytes down (total, float32 full)", "seconds"],
+         "bytes up (total)", "bytes down (total)", "seconds"],
         rows,
     )
     per_round = table(

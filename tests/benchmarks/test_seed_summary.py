@@ -1,0 +1,43 @@
+"""The statistics behind the codec's accuracy claims: the t interval and the margin verdict."""
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from seed_summary import mean_interval, seed_gaps, t_quantile, verdict  # noqa: E402
+
+
+@pytest.mark.parametrize(("df", "expected"), [(1, 12.706), (2, 4.303), (5, 2.571), (11, 2.201), (30, 2.042)])
+def test_t_quantile_matches_the_published_table(df, expected):
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-3)
+
+
+def test_t_quantile_approaches_the_normal_quantile():
+    assert t_quantile(0.975, 10_000) == pytest.approx(1.960, abs=1e-3)
+    assert t_quantile(0.5, 4) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_mean_interval_is_mean_plus_minus_t_times_standard_error():
+    mean, low, high = mean_interval([1.0, 2.0, 3.0, 4.0])
+    half = 3.182 * math.sqrt(5 / 3) / 2
+    assert mean == 2.5
+    assert (low, high) == pytest.approx((2.5 - half, 2.5 + half), abs=1e-3)
+    assert mean_interval([0.3]) == (0.3, -math.inf, math.inf)
+
+
+def test_verdict_needs_the_whole_interval_on_one_side_of_the_margin():
+    assert verdict(-0.4, 0.8, 0.5) == "within 0.5 points"
+    assert verdict(-0.6, 0.8, 0.5) == "not resolved"
+    assert verdict(-2.0, -0.7, 0.5) == "costs more than 0.5 points"
+
+
+def test_seed_gaps_pairs_rounds_both_encodings_reached():
+    lines = [{"encoding": "float32", "round": r, "accuracy": a} for r, a in [(1, 0.5), (2, 0.6), (3, 0.7), (4, 0.8)]]
+    lines += [{"encoding": "int4", "round": r, "accuracy": a} for r, a in [(1, 0.5), (2, 0.58), (3, 0.71)]]
+    last, base, lossy, final_gap, tail_gap = seed_gaps(lines, "int4")
+    assert (last, base, lossy) == (3, pytest.approx(70.0), pytest.approx(71.0))
+    assert final_gap == pytest.approx(1.0)
+    assert tail_gap == pytest.approx(100 * ((0.5 + 0.58 + 0.71) - (0.5 + 0.6 + 0.7)) / 3)
