@@ -90,6 +90,8 @@ def summarize(runs: dict[str, list[dict]], encodings: list[str], margin: float, 
     for encoding in encodings:
         rows, finals, tails, sizes = [], [], [], []
         for name, records in runs.items():
+            if not any(r["encoding"] == encoding for r in records):
+                continue  # a seed run without this encoding: the encoding counts its own seeds
             last, base, lossy, final_gap, tail_gap = seed_gaps(records, encoding)
             finals.append(final_gap)
             tails.append(tail_gap)

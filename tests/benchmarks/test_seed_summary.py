@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from seed_summary import mean_interval, seed_gaps, t_quantile, verdict  # noqa: E402
+from seed_summary import mean_interval, seed_gaps, summarize, t_quantile, verdict  # noqa: E402
 
 
 @pytest.mark.parametrize(("df", "expected"), [(1, 12.706), (2, 4.303), (5, 2.571), (11, 2.201), (30, 2.042)])
@@ -41,3 +41,14 @@ def test_seed_gaps_pairs_rounds_both_encodings_reached():
     assert (last, base, lossy) == (3, pytest.approx(70.0), pytest.approx(71.0))
     assert final_gap == pytest.approx(1.0)
     assert tail_gap == pytest.approx(100 * ((0.5 + 0.58 + 0.71) - (0.5 + 0.6 + 0.7)) / 3)
+
+
+def test_summary_counts_for_each_encoding_only_the_seeds_that_ran_it():
+    both = [{"encoding": e, "round": 1, "accuracy": a, "update_bytes": b}
+            for e, a, b in [("float32", 0.6, 100.0), ("int4", 0.59, 10.0), ("topk3-int8", 0.55, 2.0)]]
+    no_topk = [r for r in both if r["encoding"] != "topk3-int8"]
+    text = summarize({"seed0": both, "seed1": no_topk}, ["int4", "topk3-int8"], margin=0.5, raw_bytes=400)
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert rows[0].split(" | ")[2:4] == ["2", "-1.00"]  # int4: two seeds, both -1 point
+    assert rows[2].split(" | ")[2:4] == ["1", "-5.00"]  # topk3-int8: one seed
+    assert "40.0x smaller than raw float32" in text  # int4: 400 / 10 bytes
