@@ -60,7 +60,7 @@ def _records(path: Path) -> list[dict]:
 
 
 def _by_round(records: list[dict], encoding: str, field: str = "accuracy") -> dict[int, float]:
-    return {r["round"]: r[field] for r in records if r["encoding"] == encoding}
+    return {r["round"]: r[field] for r in records if r["encoding"] == encoding and field in r}
 
 
 def seed_gaps(records: list[dict], encoding: str) -> tuple[int, float, float, float, float]:
@@ -88,7 +88,7 @@ def summarize(runs: dict[str, list[dict]], encodings: list[str], margin: float, 
     """Markdown: per-seed gaps for each encoding, then the mean and 95 % interval over seeds."""
     sections, overview = [], []
     for encoding in encodings:
-        rows, finals, tails, sizes = [], [], [], []
+        rows, finals, tails, sizes, down_ratios = [], [], [], [], []
         for name, records in runs.items():
             if not any(r["encoding"] == encoding for r in records):
                 continue  # a seed run without this encoding: the encoding counts its own seeds
@@ -96,6 +96,9 @@ def summarize(runs: dict[str, list[dict]], encodings: list[str], margin: float, 
             finals.append(final_gap)
             tails.append(tail_gap)
             sizes += _by_round(records, encoding, "update_bytes").values()
+            base_down, lossy_down = _by_round(records, "float32", "bytes_down"), _by_round(records, encoding, "bytes_down")
+            if ":down=" in encoding:  # cumulative totals: compare them at the last shared round
+                down_ratios.append(base_down[last] / lossy_down[last])
             rows.append([name, str(last), f"{base:.2f}", f"{lossy:.2f}", f"{final_gap:+.2f}", f"{tail_gap:+.2f}"])
         for label, gaps in (("last round", finals), ("mean of last 3 rounds", tails)):
             mean, low, high = mean_interval(gaps)
@@ -105,7 +108,9 @@ def summarize(runs: dict[str, list[dict]], encodings: list[str], margin: float, 
         size = statistics.mean(sizes)
         sections.append(
             f"### `{encoding}`: {mb(size)} per update, {raw_bytes / size:.1f}x smaller than raw float32 "
-            f"({mb(raw_bytes)})\n\n"
+            f"({mb(raw_bytes)})"
+            + (f"; downloads {statistics.mean(down_ratios):.1f}x smaller than float32's" if down_ratios else "")
+            + "\n\n"
             + table(["records", "last round", "float32 (%)", f"{encoding} (%)", "gap at last round (points)",
                      "gap, mean of last 3 rounds (points)"], rows)
         )

@@ -52,3 +52,10 @@ def test_summary_counts_for_each_encoding_only_the_seeds_that_ran_it():
     assert rows[0].split(" | ")[2:4] == ["2", "-1.00"]  # int4: two seeds, both -1 point
     assert rows[2].split(" | ")[2:4] == ["1", "-5.00"]  # topk3-int8: one seed
     assert "40.0x smaller than raw float32" in text  # int4: 400 / 10 bytes
+
+
+def test_summary_compares_download_bytes_for_delta_download_runs():
+    records = [{"encoding": e, "round": 1, "accuracy": 0.6, "update_bytes": 10.0, "bytes_down": d}
+               for e, d in [("float32", 900.0), ("int4:down=int8", 300.0)]]
+    text = summarize({"seed0": records}, ["int4:down=int8"], margin=0.5, raw_bytes=400)
+    assert "downloads 3.0x smaller than float32's" in text
