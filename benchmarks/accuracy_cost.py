@@ -68,6 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- one simulated federation
 
 
+def parse_spec(spec: str) -> tuple[str, bool, str]:
+    """``NAME[:noef][:down=ENC]`` -> (upload encoding, error feedback on, download encoding)."""
+    encoding, *flags = spec.split(":")
+    download = next((f.split("=", 1)[1] for f in flags if f.startswith("down=")), "float32")
+    return encoding, "noef" not in flags, download
+
+
 def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
     import numpy as np
     import torch
@@ -82,9 +89,7 @@ def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
     from rounds.aggregation import fedavg
     from worker.modelcache import MAX_LOSSY_DELTAS
 
-    encoding, *flags = spec.split(":")
-    use_feedback = "noef" not in flags
-    download_encoding = next((f.split("=", 1)[1] for f in flags if f.startswith("down=")), "float32")
+    encoding, use_feedback, download_encoding = parse_spec(spec)
     device = pick_device(args.device)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True  # the float32 run is then repeatable
@@ -247,10 +252,10 @@ def render(args: argparse.Namespace, results: dict[str, list[dict]]) -> str:
     for spec, recs in results.items():
         last = recs[reached - 1]
         final = last["accuracy"]
-        encoding, *flags = spec.split(":")
-        download = next((f.split("=", 1)[1] + " deltas" for f in flags if f.startswith("down=")), "float32 full")
+        encoding, use_feedback, download = parse_spec(spec)
         rows.append([
-            f"`{encoding}`", download, "no" if "noef" in flags else "yes",
+            f"`{encoding}`", "float32 full" if download == "float32" else f"{download} deltas",
+            "yes" if use_feedback else "no",
             mb(last["bytes_up"] / reached / args.clients),
             f"{raw / (last['bytes_up'] / reached / args.clients):.1f}x",
             f"{100 * final:.2f}",
