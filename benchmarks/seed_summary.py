@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 from pathlib import Path
 
@@ -57,6 +58,24 @@ def mean_interval(values: list[float], confidence: float = 0.95) -> tuple[float,
 
 def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def runs_by_seed(paths: list[Path]) -> dict[str, list[dict]]:
+    """Records grouped by the seed in each file's name (``..._seed7.rounds.jsonl`` -> "seed 7"), so
+    a later run of a new encoding pairs with the float32 run of the same seed in another file.
+    A file without a seed in its name stands alone. The same (encoding, round) found twice must be
+    the same record: the runs are deterministic, and a mismatch means the files do not pair."""
+    runs: dict[str, dict[tuple[str, int], dict]] = {}
+    for path in paths:
+        found = re.search(r"seed(\d+)", path.name)
+        key = f"seed {int(found.group(1))}" if found else path.name
+        merged = runs.setdefault(key, {})
+        for record in _records(path):
+            slot = (record["encoding"], record["round"])
+            if slot in merged and merged[slot]["accuracy"] != record["accuracy"]:
+                raise ValueError(f"{path.name}: {slot[0]} round {slot[1]} differs from another file of {key}")
+            merged.setdefault(slot, record)
+    return {key: list(merged.values()) for key, merged in runs.items()}
 
 
 def _by_round(records: list[dict], encoding: str, field: str = "accuracy") -> dict[int, float]:
@@ -111,7 +130,7 @@ def summarize(runs: dict[str, list[dict]], encodings: list[str], margin: float, 
             f"({mb(raw_bytes)})"
             + (f"; downloads {statistics.mean(down_ratios):.1f}x smaller than float32's" if down_ratios else "")
             + "\n\n"
-            + table(["records", "last round", "float32 (%)", f"{encoding} (%)", "gap at last round (points)",
+            + table(["seed", "last round", "float32 (%)", f"{encoding} (%)", "gap at last round (points)",
                      "gap, mean of last 3 rounds (points)"], rows)
         )
     head = table(["encoding", "accuracy taken at", "seeds", "mean gap (points)", "95 % interval",
@@ -121,7 +140,7 @@ def summarize(runs: dict[str, list[dict]], encodings: list[str], margin: float, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("records", nargs="+", type=Path, help="one .rounds.jsonl per seed")
+    parser.add_argument("records", nargs="+", type=Path, help=".rounds.jsonl files, paired by the seed in their names")
     parser.add_argument("--encodings", default="int4", help="comma-separated, each against float32")
     parser.add_argument("--margin", type=float, default=0.5, help="points an encoding may cost")
     parser.add_argument("--task", choices=tuple(TASKS), default="cifar10")
@@ -129,7 +148,7 @@ def main() -> None:
     parser.add_argument("--name", default="accuracy_cost_cifar10_seeds")
     args = parser.parse_args()
     raw_bytes = raw_float32_bytes(argparse.Namespace(task=args.task, arch=args.arch))
-    runs = {path.name: _records(path) for path in args.records}
+    runs = runs_by_seed(args.records)
     encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
     body = (
         "Each run's command and machine are in its own file beside its records. The gap is the lossy "

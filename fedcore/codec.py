@@ -39,6 +39,10 @@ scalars, 0 when n == 0; all little-endian; nbytes must equal the size given here
                  (index - previous index - 1, the first from -1) or 1 = a bitmap of ceil(n/8)
                  bytes, bit i of byte i//8 least significant first, exactly k bits set,
                  whichever is smaller. The values at every other index decode to 0.
+    topkP-ternary  (P in 20, 10, 5) keeps k values as topkP-int8 does, but sends only their
+                 signs: 1 x f4 magnitude (the mean |value| kept), ceil(k/8) bytes of sign bits
+                 (bit j set = value j negative, least significant first, padding bits 0), then
+                 the index section as above. Kept values decode to +-magnitude.
 
 The quantized encodings (int8, int4, topk*) are for updates only: encode refuses them for
 kind "full" and decode refuses a "full" blob that uses them. Quantizing full weights wipes out
@@ -87,11 +91,16 @@ CONTENT_TYPE = "application/x-fedplatform-tensors"
 KINDS = ("full", "delta")
 # Every name here fits the 16 characters of Round.upload_encoding (and Run's 32).
 _DENSE_FLOAT = ("float32", "bfloat16", "float16")
-_TOPK_PERCENT = {"topk10-int8": 10, "topk3-int8": 3, "topk1-int8": 1}
-ENCODINGS = (*_DENSE_FLOAT, "int8", "int4", *_TOPK_PERCENT)
+# Top-k encodings: the percent of values kept, and how the kept values travel: "int8", a byte
+# each on one scale, or "sign", a bit each on one shared magnitude (sparse ternary).
+_TOPK = {
+    "topk10-int8": (10, "int8"), "topk3-int8": (3, "int8"), "topk1-int8": (1, "int8"),
+    "topk20-ternary": (20, "sign"), "topk10-ternary": (10, "sign"), "topk5-ternary": (5, "sign"),
+}
+ENCODINGS = (*_DENSE_FLOAT, "int8", "int4", *_TOPK)
 LOSSLESS_ENCODINGS = frozenset({"float32"})
 # Quantizers built for updates; refused in "full" blobs (see the module docstring).
-DELTA_ONLY_ENCODINGS = frozenset({"int8", "int4", *_TOPK_PERCENT})
+DELTA_ONLY_ENCODINGS = frozenset({"int8", "int4", *_TOPK})
 
 _PREFIX = struct.Struct("<4sBI")
 _ENCODED_ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -229,15 +238,22 @@ def _encode_quantized(name: str, a: np.ndarray, encoding: str) -> tuple[bytes, n
             recon = quantize.dequantize_rows(scales, q, shape)
     else:
         flat = f32.reshape(-1)
-        k = quantize.topk_count(flat.size, _TOPK_PERCENT[encoding])
+        percent, values = _TOPK[encoding]
+        k = quantize.topk_count(flat.size, percent)
         recon = np.zeros(flat.size, np.float32)
         if k == 0:
             return b"", recon.reshape(shape)
         idx = quantize.topk_select(flat, k)
-        scales, q = quantize.quantize_rows(flat[idx], quantize.INT8_MAX)
-        data = scales.astype("<f4").tobytes() + q.tobytes() + quantize.encode_indices(idx, flat.size).tobytes()
-        with np.errstate(over="ignore"):
-            recon[idx] = quantize.dequantize_rows(scales, q, (k,))
+        if values == "int8":
+            scales, q = quantize.quantize_rows(flat[idx], quantize.INT8_MAX)
+            head = scales.astype("<f4").tobytes() + q.tobytes()
+            with np.errstate(over="ignore"):
+                recon[idx] = quantize.dequantize_rows(scales, q, (k,))
+        else:
+            magnitude, negative = quantize.ternarize(flat[idx])
+            head = np.array([magnitude], "<f4").tobytes() + quantize.pack_signs(negative).tobytes()
+            recon[idx] = np.where(negative, -magnitude, magnitude)
+        data = head + quantize.encode_indices(idx, flat.size).tobytes()
         recon = recon.reshape(shape)
     if not np.isfinite(recon).all():
         raise CodecError("non_finite", f"tensor {name!r} has values that overflow when quantized")
@@ -401,11 +417,16 @@ def _quantized_nbytes_ok(enc: str, shape: list[int], nbytes: int) -> bool:
         return nbytes == rows * _SCALE_BYTES + n
     if enc == "int4":
         return nbytes == rows * _SCALE_BYTES + quantize.packed_nibble_bytes(n)
-    k = quantize.topk_count(n, _TOPK_PERCENT[enc])
     if n == 0:
         return nbytes == 0
+    k = quantize.topk_count(n, _TOPK[enc][0])
+    head = _SCALE_BYTES + _topk_value_bytes(enc, k)
     low, high = quantize.index_section_bounds(n, k)
-    return _SCALE_BYTES + k + low <= nbytes <= _SCALE_BYTES + k + high
+    return head + low <= nbytes <= head + high
+
+
+def _topk_value_bytes(enc: str, k: int) -> int:
+    return k if _TOPK[enc][1] == "int8" else -(-k // 8)
 
 
 def _validate_tensor_entry(i: int, t: Any) -> None:
@@ -607,14 +628,18 @@ def _decode_quantized(t: dict, buf: memoryview) -> np.ndarray:
     out = np.zeros(n, np.float32)
     if n == 0:
         return out.reshape(shape)
-    k = quantize.topk_count(n, _TOPK_PERCENT[enc])
+    k = quantize.topk_count(n, _TOPK[enc][0])
     scales = raw[:_SCALE_BYTES].view("<f4").astype(np.float32)
     quantize.check_scales(scales)
-    q = raw[_SCALE_BYTES : _SCALE_BYTES + k].view(np.int8)
-    quantize.check_int8(q)
-    idx = quantize.decode_indices(raw[_SCALE_BYTES + k :], n, k)
-    with np.errstate(over="ignore"):
-        out[idx] = quantize.dequantize_rows(scales, q, (k,))
+    values = raw[_SCALE_BYTES : _SCALE_BYTES + _topk_value_bytes(enc, k)]
+    idx = quantize.decode_indices(raw[_SCALE_BYTES + values.size :], n, k)
+    if _TOPK[enc][1] == "int8":
+        q = values.view(np.int8)
+        quantize.check_int8(q)
+        with np.errstate(over="ignore"):
+            out[idx] = quantize.dequantize_rows(scales, q, (k,))
+    else:
+        out[idx] = np.where(quantize.unpack_signs(values, k), -scales[0], scales[0])
     return out.reshape(shape)
 
 

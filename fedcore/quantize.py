@@ -1,4 +1,4 @@
-"""Lossy number formats for model *updates*: per-row int8/int4 and top-k sparsification.
+"""Lossy number formats for model *updates*: per-row int8/int4, top-k sparsification, signs.
 
 Pure numpy, no framing: ``fedcore.codec`` lays these pieces out on the wire and validates sizes
 before calling the decoders here. Every decoder treats its input as hostile and raises
@@ -126,6 +126,31 @@ def topk_select(x: np.ndarray, k: int) -> np.ndarray:
     if k >= n:
         return np.arange(n, dtype=np.int64)
     return np.sort(np.argpartition(np.abs(x), n - k)[n - k :]).astype(np.int64)
+
+
+def ternarize(values: np.ndarray) -> tuple[np.float32, np.ndarray]:
+    """Kept values -> (their mean magnitude, which are negative): each decodes to +-magnitude.
+
+    The mean magnitude keeps the sum of |values| exact; error feedback carries what the signs
+    leave out (sparse ternary compression, Sattler et al. 2019).
+    """
+    magnitude = np.float32(np.abs(values, dtype=np.float32).mean()) if values.size else np.float32(0)
+    return magnitude, values < 0
+
+
+def pack_signs(negative: np.ndarray) -> np.ndarray:
+    """One bit a value, set when negative, least significant first; the last byte pads with 0."""
+    return np.packbits(negative.astype(bool), bitorder="little")
+
+
+def unpack_signs(packed: np.ndarray, k: int) -> np.ndarray:
+    """The k sign bits ``pack_signs`` wrote, or QuantError if the size or padding is wrong."""
+    if packed.size != -(-k // 8):
+        raise QuantError(f"{packed.size} sign bytes cannot hold exactly {k} signs")
+    bits = np.unpackbits(packed, bitorder="little")
+    if bits[k:].any():
+        raise QuantError("sign padding bits must be 0")
+    return bits[:k].astype(bool)
 
 
 def varint_max_len(n: int) -> int:

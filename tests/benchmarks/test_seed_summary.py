@@ -1,4 +1,5 @@
 """The statistics behind the codec's accuracy claims: the t interval and the margin verdict."""
+import json
 import math
 import sys
 from pathlib import Path
@@ -7,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from seed_summary import mean_interval, seed_gaps, summarize, t_quantile, verdict  # noqa: E402
+from seed_summary import mean_interval, runs_by_seed, seed_gaps, summarize, t_quantile, verdict  # noqa: E402
 
 
 @pytest.mark.parametrize(("df", "expected"), [(1, 12.706), (2, 4.303), (5, 2.571), (11, 2.201), (30, 2.042)])
@@ -59,3 +60,26 @@ def test_summary_compares_download_bytes_for_delta_download_runs():
                for e, d in [("float32", 900.0), ("int4:down=int8", 300.0)]]
     text = summarize({"seed0": records}, ["int4:down=int8"], margin=0.5, raw_bytes=400)
     assert "downloads 3.0x smaller than float32's" in text
+
+
+def write_records(path, lines):
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_runs_pair_across_files_by_the_seed_in_their_names(tmp_path):
+    base = [{"encoding": "float32", "round": 1, "accuracy": 0.6}]
+    later = [{"encoding": "topk10-ternary", "round": 1, "accuracy": 0.58}]
+    runs = runs_by_seed([write_records(tmp_path / "a_seed3.rounds.jsonl", base),
+                         write_records(tmp_path / "b_seed3.rounds.jsonl", later + base),
+                         write_records(tmp_path / "a_seed12.rounds.jsonl", base)])
+    assert sorted(runs) == ["seed 12", "seed 3"]
+    assert sorted(r["encoding"] for r in runs["seed 3"]) == ["float32", "topk10-ternary"]
+    assert seed_gaps(runs["seed 3"], "topk10-ternary")[3] == pytest.approx(-2.0)
+
+
+def test_files_of_one_seed_that_disagree_are_refused(tmp_path):
+    write_records(tmp_path / "a_seed3.rounds.jsonl", [{"encoding": "float32", "round": 1, "accuracy": 0.6}])
+    write_records(tmp_path / "b_seed3.rounds.jsonl", [{"encoding": "float32", "round": 1, "accuracy": 0.61}])
+    with pytest.raises(ValueError, match="differs"):
+        runs_by_seed(sorted(tmp_path.iterdir()))

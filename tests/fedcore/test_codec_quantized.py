@@ -1,4 +1,5 @@
-"""The quantized update encodings: int8 per row, int4 per row, top-k with compact indices."""
+"""The quantized update encodings: int8 per row, int4 per row, top-k with compact indices (values
+as int8 or as signs on one magnitude)."""
 import json
 import struct
 import tracemalloc
@@ -89,6 +90,24 @@ def test_top_k_keeps_exactly_the_largest_magnitudes_and_zeroes_the_rest(encoding
     assert quantized_within_bound(w, out.reshape(w.shape), encoding)
 
 
+@pytest.mark.parametrize("encoding, percent", [("topk20-ternary", 20), ("topk10-ternary", 10), ("topk5-ternary", 5)])
+def test_ternary_top_k_sends_the_largest_values_as_signs_on_their_mean_magnitude(encoding, percent):
+    w = np.random.default_rng(3).standard_normal((40, 25)).astype(np.float32)
+    out = decode(as_delta({"w": w}, encoding)).arrays["w"].reshape(-1)
+    k = 1000 * percent // 100
+    largest = np.sort(np.argsort(np.abs(w.reshape(-1)))[-k:])
+    np.testing.assert_array_equal(np.flatnonzero(out), largest)
+    np.testing.assert_allclose(np.abs(out[largest]), np.abs(w.reshape(-1)[largest]).mean(), rtol=1e-6)
+    np.testing.assert_array_equal(np.sign(out[largest]), np.sign(w.reshape(-1)[largest]))
+
+
+def test_ternary_values_cost_one_bit_each():
+    w = np.random.default_rng(3).standard_normal((40, 25)).astype(np.float32)
+    int8_values = codec.peek_header(as_delta({"w": w}, "topk10-int8"))["tensors"][0]["nbytes"]
+    sign_values = codec.peek_header(as_delta({"w": w}, "topk10-ternary"))["tensors"][0]["nbytes"]
+    assert int8_values - sign_values == 100 - 100 // 8 - 1  # 100 bytes of int8 against 13 of signs
+
+
 def test_top_k_of_a_non_empty_tensor_keeps_at_least_one_value():
     assert quantize.topk_count(5, 1) == 1 and quantize.topk_count(0, 1) == 0
 
@@ -109,7 +128,7 @@ def test_varints_round_trip_values_of_every_length():
     np.testing.assert_array_equal(quantize.varint_decode(buf, values.size, 9), values)
 
 
-@pytest.mark.parametrize("encoding", ["int4", "topk10-int8", "topk1-int8"])
+@pytest.mark.parametrize("encoding", ["int4", "topk10-int8", "topk1-int8", "topk10-ternary"])
 def test_vectors_and_scalars_travel_as_int8_under_the_coarser_encodings(encoding):
     header = codec.peek_header(as_delta(update(), encoding))
     assert [t["encoding"] for t in header["tensors"]] == [encoding, "int8", "raw"]
@@ -147,9 +166,10 @@ def test_int4_of_a_gaussian_update_costs_under_four_and_a_half_bits_per_value():
     assert len(as_delta({"w": w}, "int4")) * 8 / w.size < 4.5
 
 
-def test_top_1_percent_costs_under_a_fortieth_of_float32():
+@pytest.mark.parametrize("encoding", ["topk1-int8", "topk10-ternary"])
+def test_sparse_encodings_cost_under_a_fortieth_of_float32(encoding):
     w = (np.random.default_rng(6).standard_normal((256, 1152)) * 1e-3).astype(np.float32)
-    assert len(as_delta({"w": w}, "topk1-int8")) * 40 < w.size * 4
+    assert len(as_delta({"w": w}, encoding)) * 40 < w.size * 4
 
 
 # ---------------------------------------------------------------- hostile input
@@ -164,8 +184,10 @@ def test_top_1_percent_costs_under_a_fortieth_of_float32():
         entry("topk10-int8", (100,), 4 + 10 + 1 + 10 * 1 + 14),  # above the largest
         {**entry("int8", (2, 3), 2 * 4 + 6), "shuffle": True},
         entry("topk1-int8", (0, 3), 1),
+        entry("topk10-ternary", (100,), 4 + 2 + 1 + 9),  # signs of 10 values fill 2 bytes, not 1
     ],
-    ids=["int8-size", "int4-size", "topk-too-small", "topk-too-big", "shuffled", "empty-with-bytes"],
+    ids=["int8-size", "int4-size", "topk-too-small", "topk-too-big", "shuffled", "empty-with-bytes",
+         "ternary-too-small"],
 )
 def test_declared_sizes_that_no_encoder_produces_are_rejected_before_decompressing(tensor):
     assert code_of(forge([tensor], b"\0" * tensor["nbytes"])) == "bad_header"
@@ -243,6 +265,23 @@ def test_top_k_values_of_minus_128_are_rejected():
     assert code_of(topk_blob(section, values=(-128,) + (1,) * 9)) == "bad_payload"
 
 
+def ternary_blob(signs: bytes, magnitude: float = 0.5) -> bytes:
+    payload = np.array([magnitude], "<f4").tobytes() + signs + bytes([0]) + bytes([0] * 9) + bytes([90])
+    return forge([entry("topk10-ternary", (100,), len(payload))], payload)
+
+
+def test_a_valid_forged_ternary_blob_decodes():
+    out = decode(ternary_blob(bytes([0b101, 0]))).arrays["w"]
+    np.testing.assert_array_equal(out[[0, 1, 2, 3, 99]], [-0.5, 0.5, -0.5, 0.5, 0.5])
+    assert np.count_nonzero(out) == 10
+
+
+@pytest.mark.parametrize("signs, magnitude", [(bytes([0, 0b100]), 0.5), (bytes([0, 0]), -1.0), (bytes([0, 0]), np.nan)],
+                         ids=["padding-bit-set", "negative-magnitude", "nan-magnitude"])
+def test_ternary_blobs_with_set_padding_or_a_bad_magnitude_are_rejected(signs, magnitude):
+    assert code_of(ternary_blob(signs, magnitude)) == "bad_payload"
+
+
 def test_manifest_checks_apply_to_quantized_blobs():
     blob = as_delta(update(), "int4")
     wrong = manifest_of({**update(), "conv.bias": np.zeros(9, np.float32)})
@@ -274,6 +313,8 @@ _VALID = as_delta(
      "b": np.ones(5, np.float32), "n": np.array(3, np.int64)},
     "topk10-int8",
 )
+_VALID_TERNARY = as_delta({"w": (np.random.default_rng(10).standard_normal((5, 40))).astype(np.float32)},
+                          "topk20-ternary")
 _VALID_INT4 = as_delta({"w": (np.random.default_rng(9).standard_normal((3, 33))).astype(np.float32)}, "int4")
 
 
@@ -286,7 +327,7 @@ def _decode_or_codec_error(data: bytes) -> None:
 
 @SETTINGS
 @given(
-    which=st.sampled_from([_VALID, _VALID_INT4]),
+    which=st.sampled_from([_VALID, _VALID_INT4, _VALID_TERNARY]),
     edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8),
     cut=st.integers(0, 10**6),
     tail=st.binary(max_size=8),
