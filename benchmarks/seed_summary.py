@@ -75,7 +75,10 @@ def runs_by_seed(paths: list[Path]) -> dict[str, list[dict]]:
             if slot in merged and merged[slot]["accuracy"] != record["accuracy"]:
                 raise ValueError(f"{path.name}: {slot[0]} round {slot[1]} differs from another file of {key}")
             merged.setdefault(slot, record)
-    return {key: list(merged.values()) for key, merged in runs.items()}
+    def order(key: str) -> tuple[int, int, str]:
+        return (0, int(key.split()[1]), "") if key.startswith("seed ") else (1, 0, key)
+
+    return {key: list(runs[key].values()) for key in sorted(runs, key=order)}
 
 
 def _by_round(records: list[dict], encoding: str, field: str = "accuracy") -> dict[int, float]:
@@ -96,10 +99,11 @@ def seed_gaps(records: list[dict], encoding: str) -> tuple[int, float, float, fl
 
 
 def verdict(low: float, high: float, margin: float) -> str:
+    points = f"{margin:g} point{'' if margin == 1 else 's'}"
     if low > -margin:
-        return f"within {margin:g} points"
+        return f"within {points}"
     if high < -margin:
-        return f"costs more than {margin:g} points"
+        return f"costs more than {points}"
     return "not resolved"
 
 
