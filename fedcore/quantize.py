@@ -131,11 +131,16 @@ def topk_select(x: np.ndarray, k: int) -> np.ndarray:
 def ternarize(values: np.ndarray) -> tuple[np.float32, np.ndarray]:
     """Kept values -> (their mean magnitude, which are negative): each decodes to +-magnitude.
 
-    The mean magnitude keeps the sum of |values| exact; error feedback carries what the signs
+    The mean magnitude keeps the sum of |values|; error feedback carries what the signs
     leave out (sparse ternary compression, Sattler et al. 2019).
     """
-    magnitude = np.float32(np.abs(values, dtype=np.float32).mean()) if values.size else np.float32(0)
-    return magnitude, values < 0
+    if not values.size:
+        return np.float32(0), values < 0
+    with np.errstate(over="ignore"):
+        magnitude = np.abs(values, dtype=np.float32).mean()
+    if not np.isfinite(magnitude):  # the float32 sum of values near the float32 maximum overflows
+        magnitude = np.abs(values).mean(dtype=np.float64)
+    return np.float32(magnitude), values < 0
 
 
 def pack_signs(negative: np.ndarray) -> np.ndarray:

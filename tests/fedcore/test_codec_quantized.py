@@ -101,6 +101,13 @@ def test_ternary_top_k_sends_the_largest_values_as_signs_on_their_mean_magnitude
     np.testing.assert_array_equal(np.sign(out[largest]), np.sign(w.reshape(-1)[largest]))
 
 
+def test_ternary_magnitude_of_values_near_the_float32_maximum_does_not_overflow():
+    w = np.full((4, 10), 3e38, np.float32)
+    w[0, :2] = -3e38
+    out = decode(as_delta({"w": w}, "topk10-ternary")).arrays["w"]
+    assert np.isfinite(out).all() and np.abs(out[out != 0]).min() == np.float32(3e38)
+
+
 def test_ternary_values_cost_one_bit_each():
     w = np.random.default_rng(3).standard_normal((40, 25)).astype(np.float32)
     int8_values = codec.peek_header(as_delta({"w": w}, "topk10-int8"))["tensors"][0]["nbytes"]
