@@ -225,7 +225,7 @@ def _tensor_encoding(encoding: str, shape: tuple[int, ...]) -> str:
 def _encode_quantized(name: str, a: np.ndarray, encoding: str) -> tuple[bytes, np.ndarray]:
     """(payload bytes, decoded float32 values) of one float tensor under int8 / int4 / topk."""
     with np.errstate(over="ignore", invalid="ignore"):
-        f32 = a.astype(np.float32)
+        f32 = a.astype(np.float32, copy=False)  # read only below
     if not np.isfinite(f32).all():
         raise CodecError("non_finite", f"tensor {name!r} has NaN/inf values or overflows float32")
     shape = f32.shape

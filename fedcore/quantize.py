@@ -57,11 +57,12 @@ def quantize_rows(x: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.float32), np.zeros(0, np.int8)
     grid = x.reshape(rows, -1)
     scales = (np.abs(grid).max(axis=1) / np.float32(qmax)).astype(np.float32)
-    # Division (not multiplication by 1/scale): a subnormal scale has no finite inverse.
-    y = np.zeros(grid.shape, np.float32)
-    np.divide(grid, scales[:, None], out=y, where=scales[:, None] > 0)
-    q = np.clip(np.rint(y), -qmax, qmax).astype(np.int8)
-    return scales, q.reshape(-1)
+    # Division (not multiplication by 1/scale): a subnormal scale has no finite inverse. A row of
+    # zeros is divided by 1 instead of its zero scale; in place, since this runs on whole models.
+    y = grid / np.where(scales > 0, scales, np.float32(1))[:, None]
+    np.rint(y, out=y)
+    np.clip(y, -qmax, qmax, out=y)
+    return scales, y.astype(np.int8).reshape(-1)
 
 
 def dequantize_rows(scales: np.ndarray, q: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -92,7 +93,7 @@ def packed_nibble_bytes(n: int) -> int:
 
 def pack_nibbles(q: np.ndarray) -> np.ndarray:
     """int8 values in [-7, 7] -> bytes holding two each (element 2i in the low nibble), offset 8."""
-    u = (q.astype(np.int16) + 8).astype(np.uint8)
+    u = (q.astype(np.int8, copy=False) + np.int8(8)).view(np.uint8)  # q in [-7, 7]: no overflow
     if u.size % 2:
         u = np.append(u, np.uint8(8))  # the padding nibble encodes 0
     return (u[0::2] | (u[1::2] << 4)).astype(np.uint8)
@@ -109,7 +110,7 @@ def unpack_nibbles(packed: np.ndarray, n: int) -> np.ndarray:
     u = u[:n]
     if (u == 0).any():
         raise QuantError("4-bit value -8 is outside the symmetric range")
-    return (u.astype(np.int16) - 8).astype(np.int8)
+    return u.view(np.int8) - np.int8(8)  # u in [1, 15]: no overflow
 
 
 # ---------------------------------------------------------------- top-k
