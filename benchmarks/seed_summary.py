@@ -75,6 +75,7 @@ def runs_by_seed(paths: list[Path]) -> dict[str, list[dict]]:
             if slot in merged and merged[slot]["accuracy"] != record["accuracy"]:
                 raise ValueError(f"{path.name}: {slot[0]} round {slot[1]} differs from another file of {key}")
             merged.setdefault(slot, record)
+
     def order(key: str) -> tuple[int, int, str]:
         return (0, int(key.split()[1]), "") if key.startswith("seed ") else (1, 0, key)
 
