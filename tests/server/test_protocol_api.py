@@ -229,6 +229,23 @@ def test_the_round_closes_with_the_example_weighted_mean_of_the_deltas(device, r
     assert rnd.metrics["federated_base_accuracy"] == 0.5
 
 
+@pytest.mark.parametrize("encoding", ["int4", "topk10-ternary"])
+def test_quantized_updates_are_averaged_as_the_server_decodes_them(device, run, encoding):
+    alpha, beta = device("alpha", 100), device("beta", 300)
+    task_a, task_b = alpha.task().json(), beta.task().json()
+    body_a, _ = delta_body(run, task_a, 0.01, encoding=encoding)
+    body_b, _ = delta_body(run, task_b, -0.03, encoding=encoding)
+    assert alpha.upload(task_a, body_a, num_examples=100).status_code == 201
+    assert beta.upload(task_b, body_b, num_examples=300).status_code == 201
+
+    sent_a, sent_b = codec.decode(body_a).arrays, codec.decode(body_b).arrays
+    new, base = base_arrays(run, 1), base_arrays(run, 0)
+    for name, a in base.items():
+        if a.dtype == np.float32:
+            expected = a + (100 * sent_a[name] + 300 * sent_b[name]) / 400
+            np.testing.assert_allclose(new[name], expected, rtol=0, atol=1e-6)
+
+
 def test_a_late_update_for_a_closed_round_gets_409_and_is_not_used(device, run):
     alpha, beta = device("alpha"), device("beta")
     task_a, task_b = alpha.task().json(), beta.task().json()
