@@ -252,7 +252,7 @@ def _encode_quantized(name: str, a: np.ndarray, encoding: str) -> tuple[bytes, n
         else:
             magnitude, negative = quantize.ternarize(flat[idx])
             head = np.array([magnitude], "<f4").tobytes() + quantize.pack_signs(negative).tobytes()
-            recon[idx] = np.where(negative, -magnitude, magnitude)
+            recon[idx] = quantize.signed_magnitudes(magnitude, negative)
         data = head + quantize.encode_indices(idx, flat.size).tobytes()
         recon = recon.reshape(shape)
     if not np.isfinite(recon).all():
@@ -639,7 +639,7 @@ def _decode_quantized(t: dict, buf: memoryview) -> np.ndarray:
         with np.errstate(over="ignore"):
             out[idx] = quantize.dequantize_rows(scales, q, (k,))
     else:
-        out[idx] = np.where(quantize.unpack_signs(values, k), -scales[0], scales[0])
+        out[idx] = quantize.signed_magnitudes(scales[0], quantize.unpack_signs(values, k))
     return out.reshape(shape)
 
 

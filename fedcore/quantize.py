@@ -144,6 +144,12 @@ def ternarize(values: np.ndarray) -> tuple[np.float32, np.ndarray]:
     return np.float32(magnitude), values < 0
 
 
+def signed_magnitudes(magnitude: np.float32, negative: np.ndarray) -> np.ndarray:
+    """The float32 values ``ternarize`` stands for (the encoder uses this too, bit for bit)."""
+    magnitude = np.float32(magnitude)
+    return np.where(negative, -magnitude, magnitude)
+
+
 def pack_signs(negative: np.ndarray) -> np.ndarray:
     """One bit a value, set when negative, least significant first; the last byte pads with 0."""
     return np.packbits(negative.astype(bool), bitorder="little")
