@@ -14,7 +14,8 @@ Encodings are given as ``NAME`` with optional flags: ``NAME:noef`` (without erro
 show what error feedback buys) and ``NAME:down=ENC`` (devices download deltas in the dense
 encoding ENC and add them to the copy they hold, as ``worker.modelcache`` does, instead of the
 full float32 model each round). Per-round results stream to JSON lines, so a run cut short by
-``--time-budget`` still reports every round all encodings reached.
+``--time-budget`` still reports every round all encodings reached; they end up beside the table
+as ``<name>.rounds.jsonl``, the input of ``seed_summary.py``.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-budget", type=float, default=0, help="seconds; 0: no limit")
     p.add_argument("--name", help="results file name (default accuracy_cost_<task>)")
     p.add_argument("--out-dir", type=Path, help="where the .md goes (default benchmarks/results)")
-    p.add_argument("--jsonl-dir", type=Path, help="where per-round JSON lines go (default: a temp dir)")
+    p.add_argument("--jsonl-dir", type=Path, help="where each encoding streams its rounds while running (default: a temp dir)")
     p.add_argument("--from-jsonl", type=Path, help="only render the table from saved per-round lines")
     p.add_argument("--child", help=argparse.SUPPRESS)  # one encoding, in a worker process
     p.add_argument("--jsonl", type=Path, help=argparse.SUPPRESS)
@@ -305,8 +306,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = run_all(args, argv)
     name = args.name or f"accuracy_cost_{args.task}"
-    write(name, f"Accuracy cost of the update encodings ({args.task})", render(args, results), out_dir=args.out_dir)
+    table_path = write(name, f"Accuracy cost of the update encodings ({args.task})", render(args, results),
+                       out_dir=args.out_dir)
+    write_records(table_path.with_suffix(".rounds.jsonl"), results)
     return 0
+
+
+def write_records(path: Path, results: dict[str, list[dict]]) -> None:
+    """Every round's record beside the table: what seed_summary.py and --from-jsonl read back."""
+    path.write_text("".join(json.dumps(r) + "\n" for recs in results.values() for r in recs))
 
 
 if __name__ == "__main__":
