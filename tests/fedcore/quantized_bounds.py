@@ -5,15 +5,22 @@ import numpy as np
 
 from fedcore import codec, quantize
 
-_SLACK = 1.0 + 2.0**-20  # float32 rounding in q * scale
+# float32 arithmetic adds a few ulps of the row's largest value m to half a step: the scale m/qmax,
+# x/scale (which can tip a value near a tie over it) and q*scale each round once, by 2**-24 of at most m.
+_FLOAT32_ROUNDING = 2.0**-22
+
+
+def _half_step(largest: np.ndarray | float, qmax: int) -> np.ndarray | float:
+    """|error| of round-to-nearest on a grid of step largest/qmax, computed in float32."""
+    return largest / qmax / 2 + largest * _FLOAT32_ROUNDING
 
 
 def _row_bound(x: np.ndarray, qmax: int) -> np.ndarray:
-    """Half a quantization step of each element's row: |error| of round-to-nearest."""
+    """Half a quantization step of each element's row."""
     rows = quantize.row_count(x.shape)
     if rows == 0:
         return np.zeros(x.shape, np.float32)
-    grid = np.abs(x.reshape(rows, -1)).max(axis=1, keepdims=True) / qmax / 2
+    grid = _half_step(np.abs(x.reshape(rows, -1).astype(np.float64)).max(axis=1, keepdims=True), qmax)
     return np.broadcast_to(grid, (rows, x.size // rows)).reshape(x.shape)
 
 
@@ -24,9 +31,9 @@ def quantized_within_bound(x: np.ndarray, y: np.ndarray, encoding: str) -> bool:
     err = np.abs(y.astype(np.float64) - x.astype(np.float64))
     tiny = 2.0**-126  # subnormal scales lose their low bits
     if encoding == "int8" or x.ndim < 2:
-        return bool(np.all(err <= _row_bound(x, 127) * _SLACK + tiny))
+        return bool(np.all(err <= _row_bound(x, 127) + tiny))
     if encoding == "int4":
-        return bool(np.all(err <= _row_bound(x, 7) * _SLACK + tiny))
+        return bool(np.all(err <= _row_bound(x, 7) + tiny))
     percent, values = codec._TOPK[encoding]
     flat, out = x.reshape(-1), y.reshape(-1)
     k = quantize.topk_count(flat.size, percent)
@@ -37,7 +44,7 @@ def quantized_within_bound(x: np.ndarray, y: np.ndarray, encoding: str) -> bool:
     if kept.size > k or (kept.size and dropped.size and np.abs(flat[dropped]).max() > np.abs(flat[kept]).min()):
         return False
     if values == "int8":
-        return bool(np.all(err.reshape(-1)[kept] <= np.abs(flat).max() / 254 * _SLACK + tiny))
+        return bool(np.all(err.reshape(-1)[kept] <= _half_step(float(np.abs(flat).max()), 127) + tiny))
     magnitude = np.abs(flat[np.argsort(np.abs(flat), kind="stable")[-k:]]).mean(dtype=np.float64)
     same_sign = (flat[kept] == 0) | (np.sign(out[kept]) == np.sign(flat[kept]))
     return bool(np.allclose(np.abs(out[kept]), magnitude, rtol=1e-5, atol=tiny) and same_sign.all())

@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import zstandard
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -323,6 +323,8 @@ def _within_bound(x: np.ndarray, y: np.ndarray, encoding: str) -> bool:
 
 @SETTINGS
 @given(arrays=tensor_dicts, encoding=st.sampled_from(codec.ENCODINGS), shuffle=st.booleans())
+# 60 / (120/127) is a tie at 63.5: the error is half a step plus float32 rounding of 60.47.
+@example(arrays={"x": np.array([60.0, 120.0], np.float32)}, encoding="int8", shuffle=False)
 def test_random_tensor_dicts_round_trip_within_the_encoding_bound(arrays, encoding, shuffle):
     blob = encode(arrays, encoding=encoding, shuffle=shuffle, kind="delta", base_version=1)
     decoded = decode(blob, manifest=manifest_of(arrays))
