@@ -1,0 +1,78 @@
+"""Command 1 (`bin/demo` runs `manage.py demo`): one command starts a server and local workers that
+train a run to the end, and Ctrl-C stops every process it started."""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from processes import ROOT, free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "demo-pass-123"
+
+
+def _finished_run(api: requests.Session, url: str) -> dict | None:
+    try:
+        runs = api.get(f"{url}/api/v1/runs/", timeout=10).json()
+    except requests.RequestException:
+        return None
+    runs = runs["results"] if isinstance(runs, dict) else runs
+    return next((run for run in runs if run["status"] == "finished"), None)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_demo_trains_its_run_to_the_end_and_ctrl_c_stops_every_process(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "FEDPLATFORM_MEDIA_ROOT": str(tmp_path / "media"),
+        "FEDPLATFORM_EVAL_LIMIT": "2000",
+        "FEDPLATFORM_POLL_INTERVAL": "0.5",
+        "FEDPLATFORM_ADMIN_PASSWORD": PASSWORD,
+        "SECRET_KEY": "demo-test-secret",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    log = tmp_path / "demo.log"
+    # Its own process group, as in a terminal: whatever the demo starts and leaves behind stays
+    # findable after it exits.
+    demo = subprocess.Popen(
+        [sys.executable, "manage.py", "demo", "--port", str(port), "--workers", "2", "--rounds", "2",
+         "--examples", "1000"],
+        cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    api = requests.Session()
+    api.auth = ("admin", PASSWORD)
+    try:
+        wait_until(lambda: "Dashboard:" in log.read_text(), timeout=120, what=f"the demo's banner:\n{log}")
+        assert f"{url}/" in log.read_text() and PASSWORD in log.read_text()
+        run = wait_until(lambda: _finished_run(api, url), timeout=300, what="the demo run to finish")
+        rounds = api.get(f"{url}/api/v1/runs/{run['id']}/rounds/", timeout=10).json()
+        closed = [rnd for rnd in rounds if rnd["status"] == "closed"]
+        assert [rnd["number"] for rnd in closed] == [1, 2]
+        assert all(len(rnd["updates"]) >= 1 for rnd in closed)
+        assert closed[-1]["metrics"]["test_accuracy"] >= 0.5, [rnd["metrics"] for rnd in closed]
+        assert api.get(f"{url}/", timeout=10).status_code == 200  # the dashboard (or its login page)
+
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=60) == 0, log.read_text()[-3000:]
+        wait_until(lambda: not _group_alive(demo.pid), timeout=10, what="every process the demo started to exit")
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/api/schema/", timeout=2)
+    finally:
+        if _group_alive(demo.pid):
+            os.killpg(demo.pid, signal.SIGKILL)
+        demo.wait(timeout=10)
