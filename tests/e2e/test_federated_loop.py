@@ -26,7 +26,9 @@ def test_three_workers_train_three_rounds_of_fashion_mnist_over_rest(server):
     for rnd in closed:
         assert len(rnd["updates"]) == 3
         assert rnd["metrics"]["bytes_up"] == sum(u["bytes_wire"] for u in rnd["updates"]) > 0
-        assert rnd["metrics"]["compression_ratio"] > 1.5  # bfloat16 uploads, shuffled and compressed
+        # The default wire: int4 deltas, about 15x smaller than float32 on this CNN.
+        assert rnd["metrics"]["upload_encoding"] == "int4"
+        assert rnd["metrics"]["compression_ratio"] > 10
         assert rnd["metrics"]["federated_base_accuracy"] is not None
     accuracies = [r["metrics"]["test_accuracy"] for r in closed]
     assert accuracies[-1] >= 0.70, accuracies
