@@ -95,13 +95,15 @@ def run_create(*, author: str = "", **config) -> Run:
         RunConfig.objects.create(run=run, version=1, values=_tunables(run), changed=[], author=author)
         version = _store_version(run=run, number=0, arrays=arrays, metrics={})
         version.save()
-        transaction.on_commit(lambda: _evaluate_version_later(version.pk))
+        # robust: a failed baseline evaluation is logged, not turned into an error for a created run
+        transaction.on_commit(lambda: _evaluate_version_later(version.pk), robust=True)
         publish("run.changed", run_snapshot(run))
     return run
 
 
 def _evaluate_version_later(version_id: int) -> None:
-    # The initial model's accuracy is a useful baseline, but not worth delaying run creation.
+    # The initial model's accuracy is a useful baseline; it runs after the commit, so the
+    # evaluation holds no lock (the response still waits for it).
     version = ModelVersion.objects.select_related("run").get(pk=version_id)
     result = evaluate_arrays(version.run.arch, version.run.dataset, blobs.decoded_version(version.blob.name, version.sha256))
     if result:

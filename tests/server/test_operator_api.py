@@ -25,6 +25,26 @@ def test_creating_a_run_stores_its_initial_model_as_version_zero(staff_api):
     assert version.size_bytes < version.float32_bytes * 1.01
 
 
+@pytest.mark.django_db(transaction=True)  # on_commit callbacks run only on a real commit
+def test_the_initial_model_is_evaluated_once_the_run_is_committed(staff_api, monkeypatch):
+    monkeypatch.setattr("rounds.services.evaluate_arrays", lambda arch, dataset, arrays: {"accuracy": 0.1, "loss": 2.3})
+    response = staff_api.post("/api/v1/runs/", {"name": "baseline", "rounds": 1}, format="json")
+    assert response.status_code == 201, response.content
+    assert Run.objects.get(pk=response.json()["id"]).versions.get().metrics == {"test_accuracy": 0.1, "test_loss": 2.3}
+
+
+@pytest.mark.django_db(transaction=True)  # on_commit callbacks run only on a real commit
+def test_a_failing_baseline_evaluation_does_not_fail_the_created_run(staff_api, monkeypatch, caplog):
+    def broken(arch, dataset, arrays):
+        raise RuntimeError("evaluation crashed")
+
+    monkeypatch.setattr("rounds.services.evaluate_arrays", broken)
+    response = staff_api.post("/api/v1/runs/", {"name": "no baseline", "rounds": 1}, format="json")
+    assert response.status_code == 201, response.content
+    assert Run.objects.get(pk=response.json()["id"]).versions.get().metrics == {}
+    assert "evaluation crashed" in caplog.text
+
+
 def test_run_creation_is_for_staff_only(db):
     from rest_framework.test import APIClient
 
