@@ -379,10 +379,19 @@ def _round_metrics(rnd: Round, updates: list[Update], arrays: dict) -> dict:
     metrics["compression_ratio"] = (
         round(metrics["float32_bytes_per_update"] * len(updates) / metrics["bytes_up"], 3) if metrics["bytes_up"] else None
     )
-    server = evaluate_arrays(rnd.run.arch, rnd.run.dataset, arrays)
-    metrics["test_accuracy"] = server["accuracy"] if server else None
-    metrics["test_loss"] = server["loss"] if server else None
+    metrics.update(_server_evaluation(rnd, arrays))
     return metrics
+
+
+def _server_evaluation(rnd: Round, arrays: dict) -> dict:
+    """Test metrics of the new global model. A failure here is recorded, not raised: it must not
+    hold back the round (the sweep would retry the close, and fail, forever)."""
+    try:
+        server = evaluate_arrays(rnd.run.arch, rnd.run.dataset, arrays)
+    except Exception as exc:
+        log.exception("run %s: evaluating round %s's model failed", rnd.run_id, rnd.number)
+        return {"test_accuracy": None, "test_loss": None, "evaluation_error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"test_accuracy": server["accuracy"] if server else None, "test_loss": server["loss"] if server else None}
 
 
 def _version_metrics(round_metrics: dict) -> dict:

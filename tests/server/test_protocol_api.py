@@ -229,6 +229,25 @@ def test_the_round_closes_with_the_example_weighted_mean_of_the_deltas(device, r
     assert rnd.metrics["federated_base_accuracy"] == 0.5
 
 
+def test_a_failing_server_evaluation_is_recorded_and_does_not_hold_back_the_round(device, run, monkeypatch):
+    def broken(arch, dataset, arrays):
+        raise MemoryError("no room for the test split")
+
+    monkeypatch.setattr("rounds.services.evaluate_arrays", broken)
+    alpha, beta = device("alpha"), device("beta")
+    task_a, task_b = alpha.task().json(), beta.task().json()
+    assert alpha.upload(task_a, delta_body(run, task_a, 0.01)[0]).status_code == 201
+    assert beta.upload(task_b, delta_body(run, task_b, 0.01)[0]).status_code == 201
+
+    closed = Round.objects.get(pk=task_a["round"])
+    assert closed.status == RoundStatus.CLOSED and closed.result_version.number == 1
+    assert closed.metrics["test_accuracy"] is None
+    assert closed.metrics["evaluation_error"] == "MemoryError: no room for the test split"
+    alpha.task()
+    next_task = beta.task().json()  # and the run goes on from the new version
+    assert (next_task["round_number"], next_task["base_version"]) == (2, 1)
+
+
 @pytest.mark.parametrize("encoding", ["int4", "topk10-ternary"])
 def test_quantized_updates_are_averaged_as_the_server_decodes_them(device, run, encoding):
     alpha, beta = device("alpha", 100), device("beta", 300)
