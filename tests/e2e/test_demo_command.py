@@ -8,7 +8,7 @@ import sys
 import pytest
 import requests
 
-from processes import ROOT, free_port, wait_until
+from processes import ROOT, Server, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -33,19 +33,10 @@ def _group_alive(pgid: int) -> bool:
 
 
 def test_demo_trains_its_run_to_the_end_and_ctrl_c_stops_every_process(tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "FEDPLATFORM_MEDIA_ROOT": str(tmp_path / "media"),
-        "FEDPLATFORM_EVAL_LIMIT": "2000",
-        "FEDPLATFORM_POLL_INTERVAL": "0.5",
-        "FEDPLATFORM_ADMIN_PASSWORD": PASSWORD,
-        "SECRET_KEY": "demo-test-secret",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("DJANGO_SETTINGS_MODULE", None)
+    # The same database, media and polling settings as the other end-to-end servers; the demo
+    # migrates and creates its operator itself.
+    server = Server(tmp_path, prepare=False, env_extra={"FEDPLATFORM_ADMIN_PASSWORD": PASSWORD})
+    port, url, env = server.port, server.url, server.env
     log = tmp_path / "demo.log"
     # Its own process group, as in a terminal: whatever the demo starts and leaves behind stays
     # findable after it exits.
