@@ -4,7 +4,7 @@ One process per encoding simulates the whole federation with fedcore, exactly as
 runs it: every round each client loads the global model, trains locally
 (``fedcore.training.train``), sends ``trained - global`` through ``fedcore.feedback.ErrorFeedback``
 and the codec (as ``worker.agent`` does), and the server averages the *decoded* updates with
-``rounds.aggregation.fedavg``. Seeds, data split and client order are the same for every
+``fedcore.aggregation.fedavg``. Seeds, data split and client order are the same for every
 encoding, so the only difference between runs is the wire.
 
     python benchmarks/accuracy_cost.py --task fashion-mnist
@@ -87,7 +87,7 @@ def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
     from fedcore.partition import partition
     from fedcore.state import load_arrays, state_to_arrays, subtract
     from fedcore.training import evaluate, pick_device, train
-    from rounds.aggregation import fedavg
+    from fedcore.aggregation import fedavg
     from worker.modelcache import MAX_LOSSY_DELTAS
 
     encoding, use_feedback, download_encoding = parse_spec(spec)

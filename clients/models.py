@@ -16,10 +16,20 @@ class ClientStatus(models.TextChoices):
     KICKED = "kicked", "kicked"
 
 
+# The one home of the client status sets; everything else imports them from here.
 # Clients in these states never come back: their token no longer authenticates.
 GONE_STATUSES = frozenset({ClientStatus.LEFT, ClientStatus.KICKED})
 # Clients in these states may be chosen for a round.
 SELECTABLE_STATUSES = frozenset({ClientStatus.READY, ClientStatus.JOIN})
+# Alive and not parked by an operator: the ones the offline sweep watches.
+LIVE_STATUSES = frozenset(
+    {ClientStatus.JOIN, ClientStatus.READY, ClientStatus.TRAINING, ClientStatus.FINISH, ClientStatus.UPDATE}
+)
+# States that mean "between rounds" once the client has no pending round: its next poll makes it ready.
+IDLE_STATUSES = frozenset({ClientStatus.JOIN, ClientStatus.FINISH, ClientStatus.UPDATE, ClientStatus.TRAINING})
+# Moves operators and the sweep may make from any live state; each takes the client out of the
+# round that waits for it.
+DROPPING_STATUSES = frozenset({ClientStatus.PAUSED, ClientStatus.OFFLINE, ClientStatus.LEFT, ClientStatus.KICKED})
 
 
 def hash_token(token: str) -> str:

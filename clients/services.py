@@ -1,15 +1,30 @@
 """Every client status change goes through ``client_transition``: one guarded write, one history
-row, one dashboard event."""
+row, one event. The clients app knows nothing of runs' rounds: it sends ``clients.signals`` and
+the round engine listens."""
+from datetime import timedelta
+
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from dashboard.events import publish
 from fedplatform.errors import Conflict
+from fedplatform.events import emit
 
-from rounds.models import Round, RoundStatus
+from .models import (
+    DROPPING_STATUSES,
+    GONE_STATUSES,
+    SELECTABLE_STATUSES,
+    Client,
+    ClientEvent,
+    ClientStatus,
+    hash_token,
+    new_token,
+)
+from .serializers import ClientSerializer
+from .signals import client_available, client_dropped
 
-from .models import GONE_STATUSES, Client, ClientEvent, ClientStatus, hash_token, new_token
+# ``last_seen`` is written at most this often per client: an idle poll costs no write.
+LAST_SEEN_RESOLUTION = timedelta(seconds=5)
 
 # Which moves are legal; anything else is refused, so a late request cannot resurrect a client.
 ALLOWED = {
@@ -23,24 +38,11 @@ ALLOWED = {
     ClientStatus.LEFT: set(),
     ClientStatus.KICKED: set(),
 }
-# Operators and the sweep may move any live client to these; each also drops the client from the
-# round it was expected in, so that round can close without it.
-ALWAYS_ALLOWED = {ClientStatus.PAUSED, ClientStatus.OFFLINE, ClientStatus.LEFT, ClientStatus.KICKED}
 
 
 def client_snapshot(client: Client) -> dict:
-    return {
-        "id": client.pk,
-        "run": client.run_id,
-        "name": client.name,
-        "status": client.status,
-        "progress": client.progress,
-        "num_examples": client.num_examples,
-        "last_seen": client.last_seen.isoformat() if client.last_seen else None,
-        "bytes_sent": client.bytes_sent,
-        "bytes_received": client.bytes_received,
-        "held_version": client.held_version,
-    }
+    """The one serialised shape of a client, for the API's events and the dashboard alike."""
+    return dict(ClientSerializer(client).data)
 
 
 def client_transition(
@@ -56,7 +58,7 @@ def client_transition(
         if current is None or current == to:
             client.refresh_from_db()
             return False
-        if current in GONE_STATUSES or (to not in ALWAYS_ALLOWED and to not in ALLOWED[current]):
+        if current in GONE_STATUSES or (to not in DROPPING_STATUSES and to not in ALLOWED[current]):
             client.refresh_from_db()
             return False
         changes = {"status": to}
@@ -69,19 +71,13 @@ def client_transition(
         ClientEvent.objects.create(
             client=client, from_status=current, to_status=to, reason=reason, actor=actor, round=round
         )
-        if to in ALWAYS_ALLOWED:
-            _drop_from_open_rounds(client)
         client.refresh_from_db()
-        publish("client.status", client_snapshot(client))
+        if to in DROPPING_STATUSES:
+            client_dropped.send(sender=Client, client=client)
+        elif to in SELECTABLE_STATUSES:
+            client_available.send(sender=Client, client=client)
+        emit("client.status", client_snapshot(client))
     return True
-
-
-def _drop_from_open_rounds(client: Client) -> None:
-    """Forget that an open round waits for this client; an update it already sent stays."""
-    Expected = Round.expected.through
-    Expected.objects.filter(client_id=client.pk, round__status=RoundStatus.OPEN).exclude(
-        round__updates__client_id=client.pk
-    ).delete()
 
 
 def client_register(
@@ -91,28 +87,38 @@ def client_register(
     if run.is_terminal:
         raise Conflict(f"run {run.pk} is {run.status} and takes no clients", "run_closed")
     token = new_token()
-    client = Client.objects.create(
-        run=run,
-        name=name,
-        num_examples=num_examples,
-        device_info=device_info,
-        accepts=accepts,
-        token_hash=hash_token(token),
-        last_seen=timezone.now(),
-    )
-    ClientEvent.objects.create(client=client, from_status=ClientStatus.JOIN, to_status=ClientStatus.JOIN, reason="registered")
-    publish("client.status", client_snapshot(client))
+    with transaction.atomic():
+        client = Client.objects.create(
+            run=run,
+            name=name,
+            num_examples=num_examples,
+            device_info=device_info,
+            accepts=accepts,
+            token_hash=hash_token(token),
+            last_seen=timezone.now(),
+        )
+        ClientEvent.objects.create(client=client, from_status=ClientStatus.JOIN, to_status=ClientStatus.JOIN, reason="registered")
+        client_available.send(sender=Client, client=client)
+        emit("client.status", client_snapshot(client))
     return client, token
 
 
 def client_seen(*, client: Client, progress: float | None = None) -> None:
-    """Record that the device is alive; an offline client comes back as ready."""
-    changes = {"last_seen": timezone.now()}
+    """Record that the device is alive; an offline client comes back as ready.
+
+    ``last_seen`` is only written when it is older than LAST_SEEN_RESOLUTION (or progress
+    changed), so polling costs reads only.
+    """
+    now = timezone.now()
+    changes: dict = {}
+    if client.last_seen is None or now - client.last_seen >= LAST_SEEN_RESOLUTION:
+        changes["last_seen"] = now
     if progress is not None:
         changes["progress"] = max(0.0, min(1.0, float(progress)))
-    Client.objects.filter(pk=client.pk).update(**changes)
-    for field, value in changes.items():
-        setattr(client, field, value)
+    if changes:
+        Client.objects.filter(pk=client.pk).update(**changes)
+        for field, value in changes.items():
+            setattr(client, field, value)
     if client.status == ClientStatus.OFFLINE:
         client_transition(client=client, to=ClientStatus.READY, reason="back online")
 

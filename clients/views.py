@@ -1,24 +1,20 @@
 from django.conf import settings
 from django.utils.crypto import constant_time_compare
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from fedplatform.api import ErrorSerializer, IsClient, IsClientSelfOrStaff
+from fedplatform.api import ErrorSerializer, IsClientSelfOrStaff
 from fedplatform.errors import Conflict, Forbidden, NotFound
 from rounds.models import TERMINAL_RUN_STATUSES, Run
-from rounds.services import heartbeat, task_for
 
 from . import services
 from .models import Client
 from .serializers import (
     ClientSerializer,
-    HeartbeatReplySerializer,
-    HeartbeatSerializer,
     RegisteredSerializer,
     RegisterSerializer,
-    TaskSerializer,
 )
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409)}
@@ -37,8 +33,8 @@ def _pick_run(run_id: int | None) -> Run:
 
 
 class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Devices register, poll for tasks, send heartbeats and leave; operators list, pause,
-    resume and kick them."""
+    """Devices register and leave; operators list, pause, resume and kick them. (A device's task
+    and heartbeats belong to its run's rounds: ``rounds.views``.)"""
 
     queryset = Client.objects.select_related("run")
     serializer_class = ClientSerializer
@@ -46,8 +42,6 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def get_permissions(self):
         if self.action == "create":
             return [permissions.AllowAny()]
-        if self.action in ("task", "heartbeat"):
-            return [IsClient()]
         if self.action in ("retrieve", "destroy"):
             return [IsClientSelfOrStaff()]
         return [permissions.IsAdminUser()]
@@ -102,36 +96,6 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         else:
             services.client_kick(client=client, actor=request.user.get_username())
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-    @extend_schema(
-        parameters=[OpenApiParameter("wait", int, description="ignored; poll again after Retry-After")],
-        responses={
-            200: TaskSerializer,
-            204: OpenApiResponse(description="nothing to do now; poll again after `Retry-After` seconds"),
-            410: ErrorSerializer,
-            **ERRORS,
-        },
-    )
-    @action(detail=True, methods=["get"])
-    def task(self, request, pk=None):
-        client = self.get_object()
-        task = task_for(client=client)
-        if task is None:
-            retry = settings.FEDPLATFORM["POLL_INTERVAL"]
-            return Response(status=status.HTTP_204_NO_CONTENT, headers={"Retry-After": f"{retry:g}"})
-        return Response(TaskSerializer(task).data)
-
-    @extend_schema(request=HeartbeatSerializer, responses={200: HeartbeatReplySerializer, **ERRORS})
-    @action(detail=True, methods=["post"])
-    def heartbeat(self, request, pk=None):
-        client = self.get_object()
-        data = HeartbeatSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        next_action = heartbeat(
-            client=client, progress=data.validated_data.get("progress"), round_id=data.validated_data.get("round")
-        )
-        client.refresh_from_db()
-        return Response({"action": next_action, "status": client.status})
 
     @extend_schema(request=None, responses={200: ClientSerializer, **ERRORS})
     @action(detail=True, methods=["post"])

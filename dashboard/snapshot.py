@@ -9,8 +9,9 @@ from typing import Any
 from django.utils import timezone
 
 from clients.models import Client, ClientEvent
+from clients.services import client_snapshot
 from rounds.models import Round, RoundStatus, Run, Update
-from rounds.serializers import RunSerializer
+from rounds.shapes import round_shape, run_shape
 
 from .timeline import EventRow, UpdateRow, round_lanes
 
@@ -18,10 +19,6 @@ from .timeline import EventRow, UpdateRow, round_lanes
 # small for long runs.
 TIMELINE_ROUNDS = 20
 RUN_LIST_LIMIT = 50
-
-
-def _iso(value) -> str | None:
-    return value.isoformat() if value else None
 
 
 def run_list() -> list[dict[str, Any]]:
@@ -47,35 +44,11 @@ def _config_state(run: Run, rounds: list[Round]) -> dict[str, Any]:
     }
 
 
-def _round_entry(rnd: Round, received: list[int]) -> dict[str, Any]:
-    return {
-        "id": rnd.pk,
-        "number": rnd.number,
-        "status": rnd.status,
-        "opened_at": _iso(rnd.opened_at),
-        "deadline": _iso(rnd.deadline),
-        "closed_at": _iso(rnd.closed_at),
-        "expected": sorted(c.pk for c in rnd.expected.all()),
-        "received": received,
-        "config_version": rnd.config.version,
-        "hyperparameters": rnd.hyperparameters,
-        "upload_encoding": rnd.upload_encoding,
-        "metrics": rnd.metrics,
-    }
-
-
 def _client_entry(client: Client, open_round: Round | None, open_expected: set[int]) -> dict[str, Any]:
+    # The client's one shape (as the API and events have it), plus the round it works for.
     return {
-        "id": client.pk,
-        "name": client.name,
-        "status": client.status,
+        **client_snapshot(client),
         "round": open_round.number if open_round and client.pk in open_expected else None,
-        "progress": client.progress,
-        "num_examples": client.num_examples,
-        "held_version": client.held_version,
-        "last_seen": _iso(client.last_seen),
-        "bytes_sent": client.bytes_sent,
-        "bytes_received": client.bytes_received,
     }
 
 
@@ -105,24 +78,23 @@ def _lanes(run: Run, rounds: list[Round], names: dict[int, str]) -> dict[int, li
 
 def build(run: Run) -> dict[str, Any]:
     rounds = list(
-        run.round_set.select_related("config").prefetch_related("expected").order_by("number", "pk")
+        run.round_set.select_related("config", "run", "base_version", "result_version")
+        .prefetch_related("expected", "updates__client")
+        .order_by("number", "pk")
     )
-    received: dict[int, list[int]] = {}
-    for round_id, client_id in Update.objects.filter(round__run=run).values_list("round_id", "client_id"):
-        received.setdefault(round_id, []).append(client_id)
     open_round = next((r for r in rounds if r.status == RoundStatus.OPEN), None)
     open_expected = {c.pk for c in open_round.expected.all()} if open_round else set()
     clients = list(run.clients.order_by("pk"))
     lanes = _lanes(run, rounds, {c.pk: c.name for c in clients})
     round_entries = []
     for rnd in rounds:
-        entry = _round_entry(rnd, sorted(received.get(rnd.pk, [])))
+        entry = round_shape(rnd)
         if rnd.pk in lanes:
             entry["lanes"] = lanes[rnd.pk]
         round_entries.append(entry)
     return {
         "server_time": timezone.now().isoformat(),
-        "run": dict(RunSerializer(run).data),
+        "run": run_shape(run),
         "config": _config_state(run, rounds),
         "rounds": round_entries,
         "clients": [_client_entry(c, open_round, open_expected) for c in clients],

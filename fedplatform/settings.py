@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "huey.contrib.djhuey",
+    "fedplatform",
     "clients",
     "rounds",
     "dashboard",
@@ -46,7 +48,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # The platform is one ASGI process with no front web server by default: WhiteNoise serves the
     # dashboard's, admin's and Swagger UI's assets from it, with or without DEBUG.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "fedplatform.middleware.AsyncWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -87,9 +89,67 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # Tests get a file, not Django's shared-cache memory database: that one locks whole tables
+    # between connections, and the event relay and long-polls read on threads of their own.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(__import__("tempfile").gettempdir()) / f"fedplatform-test-{os.getpid()}.sqlite3")
+    }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A bounded pool per process: under load a request waits for a connection (latency), it
+    # never opens one past PostgreSQL's limit (a 500). Size it so processes x max_size fits.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": int(os.environ.get("FEDPLATFORM_DB_POOL_SIZE", 10)),
+        "timeout": float(os.environ.get("FEDPLATFORM_DB_POOL_TIMEOUT", 30)),
+    }
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CHANNEL_LAYERS = channel_layers(REDIS_URL)
+
+
+def _queue_default_file() -> str:
+    """The embedded queue's file: beside the SQLite database, else in the project folder."""
+    name = str(DATABASES["default"].get("NAME") or "")
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" and name not in ("", ":memory:"):
+        return f"{name}-queue"
+    return str(BASE_DIR / "queue.sqlite3")
+
+
+# The engine's task queue (Huey; see docs/architecture.md). Embedded: a SQLite file, no service to
+# run. With REDIS_URL: Redis, shared by any number of engine workers on any machines. The queue's
+# name follows the database, so deployments (and test runs) sharing one Redis stay apart.
+QUEUE_NAME = os.environ.get("FEDPLATFORM_QUEUE_NAME") or "fedplatform-" + __import__("hashlib").sha256(
+    str(DATABASES["default"].get("NAME")).encode() + str(DATABASES["default"].get("HOST", "")).encode()
+).hexdigest()[:12]
+_consumer = {
+    "workers": int(os.environ.get("FEDPLATFORM_ENGINE_THREADS", 2)),
+    "worker_type": "thread",
+    "periodic": True,
+    "scheduler_interval": 1,
+    "check_worker_health": True,
+    # The embedded queue is polled: keep the poll short so a due round is picked up at once.
+    "initial_delay": 0.05,
+    "backoff": 1.15,
+    "max_delay": 0.1,
+}
+if REDIS_URL:
+    HUEY = {
+        "huey_class": "huey.RedisHuey",
+        "name": QUEUE_NAME,
+        "url": REDIS_URL,
+        "immediate": False,
+        "results": False,
+        "consumer": _consumer,
+    }
+else:
+    HUEY = {
+        "huey_class": "huey.SqliteHuey",
+        "name": QUEUE_NAME,
+        "filename": os.environ.get("FEDPLATFORM_QUEUE_FILE") or _queue_default_file(),
+        "immediate": False,
+        "results": False,
+        "consumer": _consumer,
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -152,10 +212,18 @@ FEDPLATFORM = {
     "ENROLLMENT_KEY": os.environ.get("FEDPLATFORM_ENROLLMENT_KEY", ""),
     # Where the server looks for its evaluation data (empty: fedcore's default search).
     "DATA_DIR": os.environ.get("FEDPLATFORM_DATA_DIR", ""),
-    # Cap on server-side evaluation examples (0: the whole test split).
-    "EVAL_LIMIT": int(os.environ.get("FEDPLATFORM_EVAL_LIMIT", 0)),
+    # Server-side evaluation examples: a seeded sample of the test split (0: all of it).
+    "EVAL_LIMIT": int(os.environ.get("FEDPLATFORM_EVAL_LIMIT", 2000)),
     # Seconds a device is told to wait before polling again when there is nothing to do.
     "POLL_INTERVAL": float(os.environ.get("FEDPLATFORM_POLL_INTERVAL", 1.0)),
+    # Longest ``?wait=`` a task long-poll is held, seconds.
+    "LONG_POLL_MAX": float(os.environ.get("FEDPLATFORM_LONG_POLL_MAX", 30)),
+    # How often the engine sweeps (deadlines, silent clients, dead claims), seconds.
+    "SWEEP_SECONDS": float(os.environ.get("FEDPLATFORM_SWEEP_SECONDS", 2)),
+    # A closing claim not renewed for this long is presumed dead and the round is closed again.
+    "CLOSE_LEASE_SECONDS": float(os.environ.get("FEDPLATFORM_CLOSE_LEASE", 30)),
+    # Likewise for a version's evaluation.
+    "EVAL_LEASE_SECONDS": float(os.environ.get("FEDPLATFORM_EVAL_LEASE", 600)),
 }
 # Bodies are read into memory for hashing and decoding; keep Django's own cap in line.
 DATA_UPLOAD_MAX_MEMORY_SIZE = FEDPLATFORM["MAX_UPLOAD_BYTES"]
@@ -167,5 +235,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "fedplatform": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+        # Every 5xx with its traceback, DEBUG or not.
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        # The queue logs every task it runs at INFO (a sweep every few seconds): warnings by default.
+        "huey": {"handlers": ["console"], "level": os.environ.get("FEDPLATFORM_QUEUE_LOG_LEVEL", "WARNING"), "propagate": False},
     },
 }

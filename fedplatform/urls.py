@@ -4,7 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from clients.views import ClientViewSet
-from rounds.views import RoundViewSet, RunViewSet, UpdateUploadView
+from rounds.longpoll import long_poll
+from rounds.views import DeviceTaskView, HeartbeatView, RoundViewSet, RunViewSet, UpdateUploadView
 
 router = DefaultRouter()
 router.register("clients", ClientViewSet, basename="client")
@@ -13,6 +14,8 @@ router.register("rounds", RoundViewSet, basename="round")
 
 urlpatterns = [
     path("api/v1/rounds/<int:round_id>/updates/<int:client_id>/", UpdateUploadView.as_view(), name="update-upload"),
+    path("api/v1/clients/<int:pk>/task/", long_poll(DeviceTaskView), name="client-task"),
+    path("api/v1/clients/<int:pk>/heartbeat/", HeartbeatView.as_view(), name="client-heartbeat"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -1,12 +1,12 @@
-"""Runs, rounds, versions and updates in the admin. Every change goes through the round engine
-(``rounds.services``): run control, creation and configuration edits alike, so the admin
+"""Runs, rounds, versions and updates in the admin. Every change goes through the run services
+(``rounds.lifecycle``): run control, creation and configuration edits alike, so the admin
 records configuration versions and publishes the same events the API does."""
 from django import forms
 from django.contrib import admin, messages
 
 from fedplatform.errors import FedError
 
-from . import services
+from . import lifecycle
 from .models import TUNABLE_FIELDS, ModelVersion, Round, Run, RunConfig, Update
 
 # Editable on an existing run: a label, and the configuration an operator may tune mid-run.
@@ -16,7 +16,7 @@ EDITABLE_ON_CHANGE = {"name", *TUNABLE_FIELDS}
 def _control(modeladmin, request, queryset, action_name: str) -> None:
     for run in queryset:
         try:
-            services.run_control(run=run, action=action_name)
+            lifecycle.run_control(run=run, action=action_name)
             modeladmin.message_user(request, f"{run}: {action_name} done")
         except FedError as exc:
             modeladmin.message_user(request, f"{run}: {exc.detail}", messages.WARNING)
@@ -108,11 +108,11 @@ class RunAdmin(admin.ModelAdmin):
         if change:
             changes = {f: form.cleaned_data[f] for f in form.changed_data if f in EDITABLE_ON_CHANGE}
             if changes:
-                services.run_configure(run=Run.objects.get(pk=obj.pk), changes=changes, author=author)
+                lifecycle.run_configure(run=Run.objects.get(pk=obj.pk), changes=changes, author=author)
             obj.refresh_from_db()
             return
         config = {f: form.cleaned_data[f] for f in form.cleaned_data if f in {x.name for x in Run._meta.fields}}
-        created = services.run_create(author=author, **config)
+        created = lifecycle.run_create(author=author, **config)
         obj.pk = created.pk
         obj.refresh_from_db()
 

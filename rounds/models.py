@@ -57,6 +57,9 @@ class Run(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Set (conditionally) by a request that wants the engine to look at the run, cleared by the
+    # engine task that does: a burst of requests enqueues one task, not one each.
+    tick_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-id"]
@@ -109,6 +112,14 @@ def version_upload_to(instance: "ModelVersion", filename: str) -> str:
     return f"runs/{instance.run_id}/versions/{filename}"
 
 
+class EvaluationStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped", "skipped (the server holds no test data)"
+
+
 class ModelVersion(models.Model):
     """A global model: version 0 is the initial model, version r the result of round r."""
 
@@ -119,6 +130,11 @@ class ModelVersion(models.Model):
     size_bytes = models.BigIntegerField(help_text="encoded size on disk (float32, lossless)")
     float32_bytes = models.BigIntegerField(help_text="raw float32 size, the reference for ratios")
     metrics = models.JSONField(default=dict, blank=True)
+    evaluation = models.CharField(
+        max_length=16, choices=EvaluationStatus.choices, default=EvaluationStatus.PENDING,
+        help_text="the server-side test evaluation, a task of its own",
+    )
+    evaluation_claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -131,8 +147,13 @@ class ModelVersion(models.Model):
 
 class RoundStatus(models.TextChoices):
     OPEN = "open"
+    CLOSING = "closing", "closing (an engine worker aggregates it)"
     CLOSED = "closed"
     ABANDONED = "abandoned"
+
+
+# Rounds that still hold their place: at most one per run (see Round's constraints).
+LIVE_ROUND_STATUSES = frozenset({RoundStatus.OPEN, RoundStatus.CLOSING})
 
 
 class Round(models.Model):
@@ -151,6 +172,10 @@ class Round(models.Model):
     deadline = models.DateTimeField()
     closed_at = models.DateTimeField(null=True, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    # The engine worker's claim while it aggregates: a random token and when it was last renewed.
+    # A claim older than the lease is presumed dead (the worker was killed) and is taken back.
+    claim = models.CharField(max_length=32, blank=True, editable=False)
+    claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["run", "number", "id"]
@@ -161,9 +186,9 @@ class Round(models.Model):
                 condition=~Q(status="abandoned"),
                 name="one_live_round_per_number",
             ),
-            # At most one open round per run, even when several server processes race to open one.
+            # At most one open (or closing) round per run, however many processes race to open one.
             models.UniqueConstraint(
-                fields=["run"], condition=Q(status="open"), name="one_open_round_per_run"
+                fields=["run"], condition=Q(status__in=["open", "closing"]), name="one_live_round_per_run"
             ),
         ]
 
@@ -195,3 +220,4 @@ class Update(models.Model):
 
     def __str__(self) -> str:
         return f"{self.round} from {self.client}"
+

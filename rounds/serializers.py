@@ -26,12 +26,13 @@ class RunSerializer(serializers.ModelSerializer):
     config_in_force = serializers.SerializerMethodField(
         help_text="the configuration version of the open (or last) round; below config_version means a change is pending"
     )
+    config = serializers.SerializerMethodField(help_text="every tunable field as it stands now")
 
     class Meta:
         model = Run
         fields = [
             "id", "status", *CONFIG_FIELDS, "current_version", "completed_rounds", "config_version",
-            "config_in_force", "created_at", "started_at", "finished_at",
+            "config_in_force", "config", "created_at", "started_at", "finished_at",
         ]
         read_only_fields = ["id", "status", "created_at", "started_at", "finished_at"]
 
@@ -41,6 +42,9 @@ class RunSerializer(serializers.ModelSerializer):
     def get_config_in_force(self, run: Run) -> int | None:
         last = run.round_set.exclude(status=RoundStatus.ABANDONED).order_by("-number").select_related("config").first()
         return last.config.version if last else None
+
+    def get_config(self, run: Run) -> dict:
+        return {field: getattr(run, field) for field in TUNABLE_FIELDS}
 
     def get_current_version(self, run: Run) -> int | None:
         version = run.versions.order_by("-number").first()
@@ -89,10 +93,20 @@ class RoundSerializer(serializers.ModelSerializer):
     expected = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
     config_version = serializers.IntegerField(source="config.version", read_only=True)
     updates = UpdateSerializer(many=True, read_only=True)
+    received = serializers.SerializerMethodField(help_text="the clients whose update was accepted")
+    open_places = serializers.SerializerMethodField(help_text="places a newcomer may still take (backfill)")
 
     class Meta:
         model = Round
         fields = [
-            "id", "run", "number", "status", "base_version", "result_version", "expected", "updates",
+            "id", "run", "number", "status", "base_version", "result_version", "expected", "received", "open_places", "updates",
             "config_version", "hyperparameters", "upload_encoding", "opened_at", "deadline", "closed_at", "metrics",
         ]
+
+    def get_open_places(self, rnd: Round) -> int:
+        if rnd.status != RoundStatus.OPEN or not rnd.run.allow_backfill:
+            return 0
+        return max(0, rnd.config.values["clients_per_round"] - len(rnd.expected.all()))
+
+    def get_received(self, rnd: Round) -> list[int]:
+        return sorted(u.client_id for u in rnd.updates.all())

@@ -12,7 +12,9 @@ from fedcore import codec
 from fedplatform.api import ErrorSerializer, IsClient, TensorParser, TensorRenderer
 from fedplatform.errors import Forbidden, Invalid, NotFound
 
-from . import services
+from clients.serializers import HeartbeatReplySerializer, HeartbeatSerializer, TaskSerializer
+
+from . import lifecycle, protocol
 from .models import Round, Run
 from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer, RunConfigSerializer, RunSerializer
 
@@ -37,10 +39,10 @@ class RunViewSet(
 
     def perform_create(self, serializer: RunSerializer) -> None:
         config = {k: v for k, v in serializer.validated_data.items() if k in CONFIG_FIELDS}
-        serializer.instance = services.run_create(author=self.request.user.get_username(), **config)
+        serializer.instance = lifecycle.run_create(author=self.request.user.get_username(), **config)
 
     def perform_update(self, serializer: RunSerializer) -> None:
-        services.run_configure(
+        lifecycle.run_configure(
             run=serializer.instance, changes=dict(serializer.validated_data), author=self.request.user.get_username()
         )
         serializer.instance.refresh_from_db()
@@ -52,7 +54,7 @@ class RunViewSet(
         return Response(RunConfigSerializer(self.get_object().configs.all(), many=True).data)
 
     def _control(self, action_name: str):
-        run = services.run_control(run=self.get_object(), action=action_name)
+        run = lifecycle.run_control(run=self.get_object(), action=action_name)
         return Response(RunSerializer(run).data)
 
     @extend_schema(request=None, responses={200: RunSerializer, **ERRORS})
@@ -130,7 +132,7 @@ class RunViewSet(
         base = request.query_params.get("base")
         if base is not None and not (base.isascii() and base.isdigit()):
             raise Invalid("base must be a non-negative integer", "bad_base")
-        data = services.model_download(client=client, version=version, base=None if base is None else int(base))
+        data = protocol.model_download(client=client, version=version, base=None if base is None else int(base))
         headers = {"ETag": etag, "X-Model-Version": str(version.number)}
         header = codec.peek_header(data)
         if header["kind"] == "delta":
@@ -176,13 +178,74 @@ class UpdateUploadView(APIView):
         raw_examples = request.headers.get("X-Num-Examples", "")
         if not raw_examples.isdigit():
             raise Invalid("X-Num-Examples must be a positive integer", "bad_num_examples")
-        update, created = services.update_accept(
+        update, created = protocol.update_accept(
             round_id=round_id,
             client=client,
             body=request.data,
             num_examples=int(raw_examples),
-            metrics=services.parse_metrics(request.headers.get("X-Metrics")),
+            metrics=protocol.parse_metrics(request.headers.get("X-Metrics")),
             max_bytes=settings.FEDPLATFORM["MAX_UPLOAD_BYTES"],
         )
         body = {"round": round_id, "client": client.pk, "bytes": update.bytes_wire, "sha256": update.sha256, "duplicate": not created}
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class _DeviceView(APIView):
+    """A device acting on itself: ``clients/{pk}/...`` with its own token."""
+
+    permission_classes = [IsClient]
+
+    def device(self, request, pk: int) -> Client:
+        client = request.user
+        if client.pk != pk:
+            if not Client.objects.filter(pk=pk).exists():
+                raise NotFound("no such client", "not_found")
+            raise Forbidden("a client may act only as itself", "not_your_resource")
+        return client
+
+
+class DeviceTaskView(_DeviceView):
+    """The device's task for now. Served through ``rounds.longpoll``: with ``?wait=S`` the request is
+    held, without a thread, until there is work or S seconds pass."""
+
+    @extend_schema(
+        operation_id="clients_task_retrieve",
+        parameters=[
+            OpenApiParameter(
+                "wait", int,
+                description="seconds to hold the request while there is nothing to do (at most "
+                "FEDPLATFORM_LONG_POLL_MAX, 30 by default, and a third of the run's offline_after)",
+            )
+        ],
+        responses={
+            200: TaskSerializer,
+            204: OpenApiResponse(description="nothing to do now; poll again after `Retry-After` seconds"),
+            410: ErrorSerializer,
+            **ERRORS,
+        },
+    )
+    def get(self, request, pk: int):
+        client = self.device(request, pk)
+        task = protocol.task_for(client=client)
+        if task is None:
+            retry = settings.FEDPLATFORM["POLL_INTERVAL"]
+            response = Response(status=status.HTTP_204_NO_CONTENT, headers={"Retry-After": f"{retry:g}"})
+            # For the long-poll wrapper: which parked polls a run's events wake, and for how long.
+            longest = min(settings.FEDPLATFORM["LONG_POLL_MAX"], client.run.offline_after / 3)
+            response.park = (client.run_id, client.pk, longest)
+            return response
+        return Response(TaskSerializer(task).data)
+
+
+class HeartbeatView(_DeviceView):
+    """Liveness and training progress; the answer says whether to continue, abort or stop."""
+
+    @extend_schema(operation_id="clients_heartbeat_create", request=HeartbeatSerializer, responses={200: HeartbeatReplySerializer, **ERRORS})
+    def post(self, request, pk: int):
+        client = self.device(request, pk)
+        data = HeartbeatSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        next_action = protocol.heartbeat(
+            client=client, progress=data.validated_data.get("progress"), round_id=data.validated_data.get("round")
+        )
+        return Response({"action": next_action, "status": client.status})

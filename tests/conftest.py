@@ -1,4 +1,9 @@
 import pytest
+from huey.contrib.djhuey import HUEY
+
+# In-process tests run the engine's tasks at once, in the caller (Huey's immediate mode), each
+# after the one that enqueued it; the end-to-end tests run real engine workers instead.
+HUEY.immediate = True
 
 
 @pytest.fixture(autouse=True)

@@ -206,7 +206,13 @@ class Agent:
         """One ``GET task``; waits (as the server asks) and returns None when there is nothing."""
         assert self.registration is not None
         try:
-            response = self.session.request("GET", f"clients/{self.registration.id}/task/")
+            wait = self.config.poll_wait
+            asked = time.monotonic()
+            response = self.session.request(
+                "GET", f"clients/{self.registration.id}/task/" + (f"?wait={wait:.0f}" if wait >= 1 else ""),
+                # The server holds the request up to `wait` seconds: read for longer than that.
+                timeout=(self.session.timeout[0], self.session.timeout[1] + wait),
+            )
         except ApiError as err:
             self._raise_if_fatal(err)
             if err.status == 410:
@@ -220,7 +226,8 @@ class Agent:
             if not self._idle_logged:
                 self.log("waiting for a task")
                 self._idle_logged = True
-            time.sleep(min(IDLE_MAX_SECONDS, retry_after(response, IDLE_DEFAULT_SECONDS)))
+            if time.monotonic() - asked < 1.0:  # answered at once (no long-poll): wait as told
+                time.sleep(min(IDLE_MAX_SECONDS, retry_after(response, IDLE_DEFAULT_SECONDS)))
             return None
         try:
             return Task.from_json(response.json())

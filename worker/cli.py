@@ -47,6 +47,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def _epilog() -> str:
     lines = ["exit codes:"]
     lines += [f"  {int(code)}  {text}" for code, text in DESCRIPTIONS.items()]
@@ -109,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--max-retry-seconds", type=_positive_float, default=300.0, metavar="S",
                          help="give up after the server has been unreachable this long "
                          "(default: 300)")
+    compute.add_argument("--poll-wait", type=_non_negative_float, default=25.0, metavar="S",
+                         help="while idle, let the server hold each task request up to S seconds "
+                         "and answer the moment a round opens (default: 25; 0: poll every "
+                         "Retry-After seconds)")
     return parser
 
 
@@ -139,6 +150,7 @@ def parse_args(argv: Sequence[str] | None = None) -> WorkerConfig:
         enrollment_key=args.enrollment_key,
         quiet=args.quiet,
         max_retry_seconds=args.max_retry_seconds,
+        poll_wait=args.poll_wait,
     )
 
 

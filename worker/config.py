@@ -26,3 +26,5 @@ class WorkerConfig:
     enrollment_key: str | None = None
     quiet: bool = False
     max_retry_seconds: float = 300.0
+    # Seconds the server may hold an idle task request (a long-poll); 0 polls instead.
+    poll_wait: float = 25.0

@@ -6,7 +6,8 @@ from clients.services import client_register
 from fedcore import codec
 from rounds import blobs
 from rounds.models import Run
-from rounds.services import run_control, run_create, task_for, update_accept
+from rounds.lifecycle import run_control, run_create
+from rounds.protocol import task_for, update_accept
 
 MAX_BYTES = 512 * 1024 * 1024
 

@@ -12,7 +12,7 @@ from django.test import Client as HttpClient
 from clients.services import client_pause
 from dashboard_helpers import join, running_run, train_one_round
 from fedplatform.asgi import application
-from rounds.services import run_configure
+from rounds.lifecycle import run_configure
 
 # The consumer reads the session from another thread, so the data must really be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -113,19 +113,19 @@ def test_pausing_a_client_arrives_as_a_client_status_event(staff_cookie):
 
 def test_a_closed_round_arrives_with_its_metrics(staff_cookie):
     run = running_run()
-    client = join(run, "alpha")
 
     async def scenario():
         socket, connected = await _connect(staff_cookie)
         assert connected
+        client = await database_sync_to_async(join)(run, "alpha")  # a round opens for it at once
         task = await database_sync_to_async(train_one_round)(run, client)
         opened = await _next_event(socket, "round.opened", lambda d: d["id"] == task["round"])
         received = await _next_event(socket, "round.update_received", lambda d: d["round"] == task["round"])
         closed = await _next_event(socket, "round.closed", lambda d: d["id"] == task["round"])
         await socket.disconnect()
-        return opened, received, closed
+        return client, opened, received, closed
 
-    opened, received, closed = async_to_sync(scenario)()
+    client, opened, received, closed = async_to_sync(scenario)()
     assert opened["expected"] == [client.pk]
     assert received["client"] == client.pk and received["bytes"] > 0
     assert closed["status"] == "closed"
@@ -151,7 +151,7 @@ def test_a_configuration_change_arrives_with_its_new_version(staff_cookie):
 
 
 def test_a_change_that_rolls_back_sends_nothing(staff_cookie):
-    run = running_run()
+    run = running_run(min_clients=2)  # no round opens for one client: its status is its own
     client = join(run, "alpha")
 
     def pause_then_fail() -> None:

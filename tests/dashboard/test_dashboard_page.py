@@ -8,7 +8,8 @@ from django.test import override_settings
 
 from clients.services import client_pause
 from dashboard_helpers import join, running_run, train_one_round
-from rounds.services import run_configure, task_for
+from rounds.lifecycle import run_configure
+from rounds.protocol import task_for
 
 pytestmark = pytest.mark.django_db
 

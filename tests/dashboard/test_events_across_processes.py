@@ -40,8 +40,8 @@ def test_an_event_from_another_process_reaches_a_dashboard_socket_that_sat_quiet
     marker = uuid.uuid4().hex
     publisher = (
         "import django; django.setup()\n"
-        "from dashboard.events import publish\n"
-        f"publish('run.changed', {{'marker': '{marker}'}})\n"
+        "from fedplatform.events import emit\n"
+        f"emit('run.changed', {{'marker': '{marker}'}})\n"
     )
 
     async def scenario():

@@ -20,11 +20,16 @@ def free_port() -> int:
 
 
 class Server:
-    """One server process. Several may share a workdir (database and blob storage); only the
+    """One server process and its engine workers (``engines``, 1 by default; 0 leaves rounds to
+    whoever sweeps). Several may share a workdir (database, queue and blob storage); only the
     first one (``prepare=True``) migrates and creates the operator."""
 
-    def __init__(self, workdir: Path, *, database_url: str | None = None, prepare: bool = True, env_extra: dict | None = None):
+    def __init__(
+        self, workdir: Path, *, database_url: str | None = None, prepare: bool = True,
+        env_extra: dict | None = None, engines: int = 1,
+    ):
         self.workdir = workdir
+        self.engines = engines
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -33,6 +38,8 @@ class Server:
             "FEDPLATFORM_MEDIA_ROOT": str(workdir / "media"),
             "FEDPLATFORM_EVAL_LIMIT": "2000",
             "FEDPLATFORM_POLL_INTERVAL": "0.5",
+            "FEDPLATFORM_QUEUE_FILE": str(workdir / "queue.sqlite3"),
+            "FEDPLATFORM_SWEEP_SECONDS": "1",
             "SECRET_KEY": "e2e-secret",
             "PYTHONUNBUFFERED": "1",
             "DJANGO_SUPERUSER_USERNAME": OPERATOR[0],
@@ -42,6 +49,7 @@ class Server:
         }
         self.env.pop("DJANGO_SETTINGS_MODULE", None)
         self.proc: subprocess.Popen | None = None
+        self.engine_procs: list[subprocess.Popen] = []
         self.log = workdir / f"server-{self.port}.log"
         if prepare:
             self.manage("migrate", "--verbosity", "0")
@@ -54,7 +62,25 @@ class Server:
             [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True
         ).stdout
 
+    def start_engine(self) -> subprocess.Popen:
+        """One more engine worker (the task queue's consumer) for this server's database."""
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "engine"],
+            cwd=ROOT, env=self.env, stdout=(self.workdir / f"engine-{self.port}.log").open("ab"), stderr=subprocess.STDOUT,
+        )
+        self.engine_procs.append(proc)
+        return proc
+
+    def kill_engines(self) -> None:
+        for proc in self.engine_procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.engine_procs = []
+
     def start(self) -> None:
+        for _ in range(self.engines - len([p for p in self.engine_procs if p.poll() is None])):
+            self.start_engine()
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"],
             cwd=ROOT, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
@@ -69,9 +95,11 @@ class Server:
         raise RuntimeError(f"server did not start:\n{self.log.read_text()[-3000:]}")
 
     def kill(self) -> None:
+        """A crash of the whole server: its process and its engine workers."""
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.kill_engines()
 
     def create_run(self, **config) -> dict:
         response = self.api.post(f"{self.url}/api/v1/runs/", json=config, timeout=60)

@@ -15,7 +15,7 @@ import django  # noqa: E402
 django.setup()
 
 from rounds.models import ModelVersion  # noqa: E402
-from rounds.services import sweep_all  # noqa: E402
+from rounds.engine import sweep_all  # noqa: E402
 
 start_at = float(sys.argv[1])
 time.sleep(max(0.0, start_at - time.time()))

@@ -2,7 +2,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from protocol_helpers import Device
-from rounds.services import run_control, run_create
+from rounds.lifecycle import run_control, run_create
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from fedcore import codec
 from fedcore.state import add
 from rounds import blobs, downloads
 from rounds.models import ModelVersion, Run
-from rounds.services import run_create
+from rounds.lifecycle import run_create
 
 from protocol_helpers import Device, base_arrays, delta_body
 

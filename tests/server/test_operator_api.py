@@ -25,23 +25,26 @@ def test_creating_a_run_stores_its_initial_model_as_version_zero(staff_api):
     assert version.size_bytes < version.float32_bytes * 1.01
 
 
-@pytest.mark.django_db(transaction=True)  # on_commit callbacks run only on a real commit
-def test_the_initial_model_is_evaluated_once_the_run_is_committed(staff_api, monkeypatch):
-    monkeypatch.setattr("rounds.services.evaluate_arrays", lambda arch, dataset, arrays: {"accuracy": 0.1, "loss": 2.3})
+@pytest.mark.django_db(transaction=True)
+def test_the_initial_model_is_evaluated_by_a_task_of_its_own(staff_api, monkeypatch):
+    monkeypatch.setattr("rounds.evaluation.evaluate_arrays", lambda arch, dataset, arrays: {"accuracy": 0.1, "loss": 2.3})
     response = staff_api.post("/api/v1/runs/", {"name": "baseline", "rounds": 1}, format="json")
     assert response.status_code == 201, response.content
-    assert Run.objects.get(pk=response.json()["id"]).versions.get().metrics == {"test_accuracy": 0.1, "test_loss": 2.3}
+    version = Run.objects.get(pk=response.json()["id"]).versions.get()
+    assert (version.evaluation, version.metrics["test_accuracy"], version.metrics["test_loss"]) == ("done", 0.1, 2.3)
 
 
-@pytest.mark.django_db(transaction=True)  # on_commit callbacks run only on a real commit
+@pytest.mark.django_db(transaction=True)
 def test_a_failing_baseline_evaluation_does_not_fail_the_created_run(staff_api, monkeypatch, caplog):
     def broken(arch, dataset, arrays):
         raise RuntimeError("evaluation crashed")
 
-    monkeypatch.setattr("rounds.services.evaluate_arrays", broken)
+    monkeypatch.setattr("rounds.evaluation.evaluate_arrays", broken)
     response = staff_api.post("/api/v1/runs/", {"name": "no baseline", "rounds": 1}, format="json")
     assert response.status_code == 201, response.content
-    assert Run.objects.get(pk=response.json()["id"]).versions.get().metrics == {}
+    version = Run.objects.get(pk=response.json()["id"]).versions.get()
+    assert version.evaluation == "failed" and "test_accuracy" not in version.metrics
+    assert version.metrics["evaluation_error"] == "RuntimeError: evaluation crashed"
     assert "evaluation crashed" in caplog.text
 
 
@@ -77,8 +80,9 @@ def test_a_runs_architecture_cannot_change_after_creation(staff_api, run):
 
 
 def test_operators_pause_and_resume_clients_and_paused_clients_are_not_selected(staff_api, run, device):
-    alpha, beta = device("alpha"), device("beta")
+    alpha = device("alpha")
     assert staff_api.post(f"/api/v1/clients/{alpha.id}/pause/").json()["status"] == "paused"
+    beta = device("beta")
     assert beta.task().status_code == 204  # only one selectable client: no round
     assert alpha.task().status_code == 204
     assert Client.objects.get(pk=alpha.id).status == ClientStatus.PAUSED

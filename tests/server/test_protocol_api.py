@@ -233,7 +233,7 @@ def test_a_failing_server_evaluation_is_recorded_and_does_not_hold_back_the_roun
     def broken(arch, dataset, arrays):
         raise MemoryError("no room for the test split")
 
-    monkeypatch.setattr("rounds.services.evaluate_arrays", broken)
+    monkeypatch.setattr("rounds.evaluation.evaluate_arrays", broken)
     alpha, beta = device("alpha"), device("beta")
     task_a, task_b = alpha.task().json(), beta.task().json()
     assert alpha.upload(task_a, delta_body(run, task_a, 0.01)[0]).status_code == 201

@@ -11,12 +11,12 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from rounds.lifecycle import run_control, run_create
 from rounds.models import Run
-from rounds.services import run_control, run_create
 
 
 class Command(BaseCommand):
-    help = "Run the server and N local workers training a small CNN on Fashion-MNIST."
+    help = "Run the server, an engine worker and N local workers training a small CNN on Fashion-MNIST."
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000)
@@ -47,7 +47,11 @@ class Command(BaseCommand):
         run_control(run=run, action="start")
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        procs = [subprocess.Popen([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], env=env)]
+        procs = [
+            subprocess.Popen([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], env=env),
+            # The engine: aggregation, evaluation, opening rounds, sweeps (the embedded queue).
+            subprocess.Popen([sys.executable, "manage.py", "engine"], env=env),
+        ]
         try:
             self._wait_for(url)
             for index in range(workers):
@@ -64,7 +68,7 @@ class Command(BaseCommand):
                 f"  API:       {url}/api/docs/\n  Admin:     {url}/admin/\n"
                 f"  {workers} workers are training run #{run.pk} for {rounds} rounds. Ctrl-C stops everything.\n"
             ))
-            while procs[0].poll() is None:
+            while procs[0].poll() is None and procs[1].poll() is None:
                 time.sleep(1)
         except KeyboardInterrupt:
             pass

@@ -51,6 +51,8 @@ export class Store {
       "round.opened": this.#roundOpened,
       "round.update_received": this.#updateReceived,
       "round.closed": this.#roundClosed,
+      // The test evaluation fills in a closed round's metrics later, as a task of its own.
+      "round.evaluated": this.#roundClosed,
       "run.changed": this.#runChanged,
     }[event];
     return handler ? handler.call(this, data) : { views: new Set(), stale: false };

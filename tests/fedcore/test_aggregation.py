@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rounds.aggregation import apply_delta, fedavg, weighted_mean, weighted_metric
+from fedcore.aggregation import apply_delta, fedavg, weighted_mean, weighted_metric
 
 
 def test_weighted_mean_weights_by_example_count():

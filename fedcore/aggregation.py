@@ -1,0 +1,154 @@
+"""Aggregation rules: pure functions over ``[(arrays, num_examples), ...]``, and their streaming form.
+
+Float tensors are averaged in float32, accumulated in float64 (so the order of clients changes
+the result by less than a float32 rounding); integer buffers such as BatchNorm's
+``num_batches_tracked`` are averaged in exact integer arithmetic and rounded half up, so they
+never drift through a float cast.
+
+The seam the server's engine, its audit and the benchmarks share is :class:`Aggregator`: a rule
+sees contributions one at a time (``add``) and then produces the new model (``result``). A
+weighted mean folds each contribution into an accumulator and forgets it, so memory does not grow
+with the number of updates (``streaming = True``). Robust rules (median, Krum) need every update
+of the round at once; they set ``streaming = False`` and keep what they are given.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+Arrays = Mapping[str, np.ndarray]
+
+
+def _is_integer(array: np.ndarray) -> bool:
+    return bool(np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_)
+
+
+class WeightedMeanAccumulator:
+    """Example-weighted mean of arrays seen one at a time.
+
+    ``total`` (the sum of the weights to come) is known up front, so each contribution is folded
+    in as ``acc += x * (w / total)`` exactly as the batch formula computes it, in the same order:
+    the streaming and the batch mean are bit for bit the same.
+    """
+
+    def __init__(self, total_weight: int) -> None:
+        if total_weight <= 0:
+            raise ValueError("every contribution needs a positive weight")
+        self.total = int(total_weight)
+        self.seen = 0
+        self._names: list[str] | None = None
+        self._shapes: dict[str, tuple] = {}
+        self._dtypes: dict[str, np.dtype] = {}
+        self._acc: dict[str, np.ndarray] = {}
+
+    def add(self, arrays: Arrays, weight: int) -> None:
+        if weight <= 0:
+            raise ValueError("every contribution needs a positive weight")
+        if self._names is None:
+            self._names = list(arrays)
+            for name, array in arrays.items():
+                self._shapes[name] = array.shape
+                self._dtypes[name] = array.dtype
+                if _is_integer(array):
+                    self._acc[name] = np.zeros(array.shape, dtype=object)
+                else:
+                    self._acc[name] = np.zeros(array.shape, dtype=np.float64)
+        if list(arrays) != self._names:
+            raise ValueError("contributions disagree on tensor names")
+        share = weight / self.total
+        for name in self._names:
+            array = arrays[name]
+            if array.shape != self._shapes[name]:
+                raise ValueError(f"contributions disagree on the shape of {name}")
+            acc = self._acc[name]
+            if acc.dtype == object:
+                # Python integers (object arrays) cannot overflow; integer buffers are tiny.
+                acc += int(weight) * array.astype(object)
+            else:
+                scaled = array.astype(np.float64)
+                scaled *= share  # in place: one float64 temporary per tensor, not two
+                acc += scaled
+        self.seen += int(weight)
+
+    def result(self) -> dict[str, np.ndarray]:
+        if self._names is None:
+            raise ValueError("nothing to aggregate")
+        if self.seen != self.total:
+            raise ValueError(f"weights seen ({self.seen}) differ from the total announced ({self.total})")
+        out: dict[str, np.ndarray] = {}
+        for name in self._names:
+            acc = self._acc.pop(name)  # frees each float64 accumulator as soon as it is converted
+            if acc.dtype == object:
+                # floor((2*s + total) / (2*total)) rounds half up without leaving integer arithmetic.
+                out[name] = np.asarray((2 * acc + self.total) // (2 * self.total), dtype=object).astype(self._dtypes[name])
+            else:
+                out[name] = acc.astype(np.float32)
+        return out
+
+
+class Aggregator:
+    """One round's aggregation: contributions in, the new global model out."""
+
+    streaming = True
+
+    def add(self, delta: Arrays, weight: int) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def result(self) -> dict[str, np.ndarray]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class FedAvg(Aggregator):
+    """FedAvg on deltas: ``base`` plus the example-weighted mean delta, folded as updates arrive."""
+
+    streaming = True
+
+    def __init__(self, base: Arrays, total_weight: int) -> None:
+        self.base = base
+        self._mean = WeightedMeanAccumulator(total_weight)
+
+    def add(self, delta: Arrays, weight: int) -> None:
+        self._mean.add(delta, weight)
+
+    def result(self) -> dict[str, np.ndarray]:
+        return apply_delta(self.base, self._mean.result())
+
+
+def aggregate(aggregator: Aggregator, contributions: Iterable[tuple[Arrays, int]]) -> dict[str, np.ndarray]:
+    """Feed ``contributions`` (an iterator: each may be decoded only when it is needed) to the rule."""
+    for arrays, weight in contributions:
+        aggregator.add(arrays, weight)
+        del arrays  # a streaming rule keeps nothing of it
+    return aggregator.result()
+
+
+def weighted_mean(contributions: Sequence[tuple[Arrays, int]]) -> dict[str, np.ndarray]:
+    """Per-tensor mean of the arrays, weighted by each contribution's example count."""
+    if not contributions:
+        raise ValueError("nothing to aggregate")
+    mean = WeightedMeanAccumulator(sum(weight for _, weight in contributions) or 1)
+    for arrays, weight in contributions:
+        mean.add(arrays, weight)
+    return mean.result()
+
+
+def apply_delta(base: Arrays, delta: Arrays) -> dict[str, np.ndarray]:
+    """``base + delta`` per tensor, keeping each base tensor's dtype."""
+    if list(base) != list(delta):
+        raise ValueError("delta and base disagree on tensor names")
+    return {name: (base[name] + delta[name]).astype(base[name].dtype) for name in base}
+
+
+def fedavg(base: Arrays, deltas: Sequence[tuple[Arrays, int]]) -> dict[str, np.ndarray]:
+    """FedAvg on deltas: the new global model is ``base`` plus the example-weighted mean delta."""
+    if not deltas:
+        raise ValueError("nothing to aggregate")
+    return aggregate(FedAvg(base, sum(weight for _, weight in deltas) or 1), deltas)
+
+
+def weighted_metric(values: Sequence[tuple[float, int]]) -> float | None:
+    """Example-weighted mean of a metric, or None when nobody reported it."""
+    pairs = [(float(v), int(n)) for v, n in values if v is not None and n > 0]
+    total = sum(n for _, n in pairs)
+    return sum(v * n for v, n in pairs) / total if total else None

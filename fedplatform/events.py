@@ -1,0 +1,145 @@
+"""Domain events: the one way the domain says what changed; the dashboard and long-polls listen.
+
+``emit(kind, payload)`` is called inside the transaction that made the change, and nothing is
+announced that was rolled back. Every subscriber joins ``EVENTS_GROUP`` on the channel layer and
+receives ``{"type": "fed.event", "event": kind, "data": payload}``. How an event gets there:
+
+- with ``REDIS_URL`` the channel layer crosses processes: the event is sent after commit;
+- without it the layer lives in one process's memory, and the process that made the change may
+  be an engine worker, not a server. The event is then an ``OutboxEvent`` row, written in the same
+  transaction, and each server process's relay reads new rows every ``RELAY_SECONDS`` and sends
+  them on its own in-memory layer. Latency is that interval; nothing is lost across processes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections, transaction
+
+EVENTS_GROUP = "fed.events"
+RELAY_SECONDS = 0.1
+# Rows committed out of id order (PostgreSQL) are caught by re-reading this many seconds back.
+RELAY_LOOKBACK_SECONDS = 3.0
+RELAY_BATCH = 500
+log = logging.getLogger("fedplatform.events")
+
+
+def uses_outbox() -> bool:
+    return not settings.REDIS_URL
+
+
+def message(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "fed.event", "event": kind, "data": payload}
+
+
+def _send(kind: str, payload: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(EVENTS_GROUP, message(kind, payload))
+    except Exception:  # a dashboard outage must never fail a device's request
+        log.exception("could not publish %s", kind)
+
+
+def emit(kind: str, payload: dict[str, Any]) -> None:
+    """Announce ``kind`` once the current transaction commits (never on rollback)."""
+    if uses_outbox():
+        from .models import OutboxEvent  # noqa: PLC0415 - models load after settings
+
+        OutboxEvent.objects.create(kind=kind, payload=payload)
+    else:
+        transaction.on_commit(lambda: _send(kind, payload))
+
+
+def prune_outbox(*, older_than_seconds: float = 600) -> int:
+    """Forget relayed events; a relay only ever looks a few seconds back."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from .models import OutboxEvent  # noqa: PLC0415
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    deleted, _ = OutboxEvent.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
+def run_db(func, *args, **kwargs):
+    """Run a short ORM call from async code on the shared thread pool (never a thread per
+    request), and give its connection back afterwards."""
+
+    def call():
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(call, thread_sensitive=False)()
+
+
+class OutboxRelay:
+    """Per server process: sends the outbox's new rows on the process's channel layer."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def ensure_started(self) -> None:
+        if not uses_outbox():
+            return
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._loop is not loop:
+            self._loop = loop  # a server has one loop for life; tests start a new one per test
+            self._task = loop.create_task(self._run())
+
+    @staticmethod
+    def _newest_id() -> int:
+        from .models import OutboxEvent  # noqa: PLC0415
+
+        return OutboxEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+    @staticmethod
+    def _rows_after(last: int) -> list[tuple[int, str, dict]]:
+        from datetime import timedelta
+
+        from django.db.models import Q
+        from django.utils import timezone
+
+        from .models import OutboxEvent  # noqa: PLC0415
+
+        recent = timezone.now() - timedelta(seconds=RELAY_LOOKBACK_SECONDS)
+        rows = OutboxEvent.objects.filter(Q(id__gt=last) | Q(created_at__gte=recent)).order_by("id")
+        return list(rows.values_list("id", "kind", "payload")[:RELAY_BATCH])
+
+    async def _run(self) -> None:
+        layer = get_channel_layer()
+        last = await run_db(self._newest_id)
+        # What was there before this relay started is history, not news.
+        seen: dict[int, float] = {row[0]: time.monotonic() for row in await run_db(self._rows_after, last)}
+        while True:
+            try:
+                rows = await run_db(self._rows_after, last)
+                now = time.monotonic()
+                for row_id, kind, payload in rows:
+                    if row_id in seen or row_id <= last - RELAY_BATCH * 10:
+                        continue
+                    seen[row_id] = now
+                    last = max(last, row_id)
+                    await layer.group_send(EVENTS_GROUP, message(kind, payload))
+                for row_id in [i for i, at in seen.items() if now - at > 2 * RELAY_LOOKBACK_SECONDS]:
+                    del seen[row_id]
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep relaying: a locked database or a bad row must not stop it
+                log.exception("outbox relay failed; retrying")
+            await asyncio.sleep(RELAY_SECONDS)
+
+
+relay = OutboxRelay()

@@ -1,0 +1,101 @@
+"""Runs as operators see them: create, reconfigure, start, pause, resume, stop.
+
+Each is a short transaction and a tick request: anything heavy (evaluating the initial model,
+opening the first round) is the engine's work.
+"""
+from django.db import transaction
+from django.utils import timezone
+
+from fedplatform.errors import Conflict, Invalid
+from fedplatform.events import emit
+
+from . import blobs, dispatch
+from .engine import store_version
+from .models import TERMINAL_RUN_STATUSES, TUNABLE_FIELDS, RoundStatus, Run, RunConfig, RunStatus
+from .shapes import run_shape
+
+
+def _tunables(run: Run) -> dict:
+    return {field: getattr(run, field) for field in TUNABLE_FIELDS}
+
+
+def run_create(*, author: str = "", **config) -> Run:
+    """Create a run in ``draft`` with its initial global model (version 0) and config version 1.
+
+    The initial model's baseline evaluation is queued; the request does not wait for it.
+    """
+    run = Run(**config)
+    run.full_clean()
+    arrays = blobs.initial_arrays(run.arch, run.dataset, run.seed)
+    with transaction.atomic():
+        run.save()
+        RunConfig.objects.create(run=run, version=1, values=_tunables(run), changed=[], author=author)
+        version = store_version(run=run, number=0, arrays=arrays)
+        version.save()
+        dispatch.evaluate_later(version.pk)
+        emit("run.changed", run_shape(run))
+    return run
+
+
+def run_configure(*, run: Run, changes: dict, author: str) -> RunConfig:
+    """Record a new configuration version; rounds that open from now on use it.
+
+    The open round keeps the version it opened with (its tasks are already out).
+    """
+    changes = dict(changes)
+    name = changes.pop("name", None)  # a label, not configuration: renaming makes no version
+    if name is not None:
+        Run.objects.filter(pk=run.pk).update(name=name)
+    unknown = set(changes) - set(TUNABLE_FIELDS)
+    if unknown:
+        raise Invalid(f"cannot change {', '.join(sorted(unknown))} while a run exists", "immutable_field")
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.is_terminal:
+            raise Conflict(f"run {run.pk} is {run.status}; its configuration is final", "run_closed")
+        changed = sorted(f for f, v in changes.items() if getattr(run, f) != v)
+        for field, value in changes.items():
+            setattr(run, field, value)
+        run.full_clean()
+        run.save(update_fields=list(changes) or None)
+        latest = run.configs.order_by("-version").first()
+        if not changed:
+            return latest
+        config = RunConfig.objects.create(
+            run=run, version=latest.version + 1, values=_tunables(run), changed=changed, author=author
+        )
+        emit("run.changed", run_shape(run))
+        # Fewer rounds or clients may let the run finish or a round open now.
+        dispatch.request_tick(run.pk)
+    return config
+
+
+RUN_MOVES = {
+    "start": ({RunStatus.DRAFT}, RunStatus.RUNNING),
+    "pause": ({RunStatus.RUNNING}, RunStatus.PAUSED),
+    "resume": ({RunStatus.PAUSED}, RunStatus.RUNNING),
+    "stop": ({RunStatus.DRAFT, RunStatus.RUNNING, RunStatus.PAUSED}, RunStatus.STOPPED),
+}
+
+
+def run_control(*, run: Run, action: str) -> Run:
+    """Start, pause, resume or stop a run; refuses moves its current status does not allow."""
+    allowed_from, to = RUN_MOVES[action]
+    now = timezone.now()
+    changes: dict = {"status": to}
+    if action == "start":
+        changes["started_at"] = now
+    if to in TERMINAL_RUN_STATUSES:
+        changes["finished_at"] = now
+    with transaction.atomic():
+        if not Run.objects.filter(pk=run.pk, status__in=allowed_from).update(**changes):
+            run.refresh_from_db()
+            raise Conflict(f"cannot {action} a run that is {run.status}", "illegal_run_transition")
+        run.refresh_from_db()
+        if to == RunStatus.STOPPED:
+            # The open round will never be aggregated; its late uploads get 409 round_closed.
+            run.round_set.filter(status=RoundStatus.OPEN).update(status=RoundStatus.ABANDONED, closed_at=now)
+        emit("run.changed", run_shape(run))
+        if to == RunStatus.RUNNING:
+            dispatch.request_tick(run.pk)
+    return run

@@ -1,0 +1,146 @@
+"""Long-polling that holds no thread: ``GET clients/{id}/task/?wait=S``.
+
+The answer itself comes from an ordinary DRF view (authentication, permissions, errors and the
+schema stay DRF's), run on the shared thread pool for a moment. When it says "nothing yet" (204)
+and the device asked to wait, the request parks on an asyncio event of this process: no thread,
+no database connection. One channel-layer subscription per process (``fedplatform.events``)
+wakes the parked polls of a run when a round opens or the run changes, and each asks the view again.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.db import close_old_connections
+
+from fedplatform.events import EVENTS_GROUP, relay
+
+log = logging.getLogger("fedplatform.longpoll")
+# Channel-layer group memberships expire (a day, by default): renew well before.
+RESUBSCRIBE_SECONDS = 600
+
+
+class Waker:
+    """Per process: parked polls by run and client, woken by the run's events."""
+
+    def __init__(self) -> None:
+        self._parked: dict[int, dict[int, asyncio.Event]] = {}
+        self._listener: asyncio.Task | None = None
+        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new event loop (tests): start afresh
+            self._loop, self._listener, self._lock = loop, None, asyncio.Lock()
+        async with self._lock:
+            if self._listener is not None and not self._listener.done():
+                return
+            layer = get_channel_layer()
+            channel = await layer.new_channel()
+            await layer.group_add(EVENTS_GROUP, channel)
+            self._listener = loop.create_task(self._listen(layer, channel))
+        relay.ensure_started()
+
+    async def _listen(self, layer, channel: str) -> None:
+        renewed = time.monotonic()
+        while True:
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), timeout=RESUBSCRIBE_SECONDS / 2)
+            except asyncio.TimeoutError:
+                message = None
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("long-poll listener: receive failed")
+                await asyncio.sleep(1)
+                continue
+            if time.monotonic() - renewed > RESUBSCRIBE_SECONDS:
+                await layer.group_add(EVENTS_GROUP, channel)
+                renewed = time.monotonic()
+            if message is not None:
+                self.dispatch(message.get("event", ""), message.get("data") or {})
+
+    def dispatch(self, kind: str, data: dict) -> None:
+        if kind == "round.opened":
+            # Only the selected clients have work now, unless newcomers may fill free places.
+            self.wake(data.get("run"), None if data.get("open_places") else set(data.get("expected") or []))
+        elif kind == "run.changed":
+            self.wake(data.get("id"), None)
+
+    def wake(self, run_id: int | None, clients: set[int] | None) -> None:
+        parked = self._parked.get(run_id)
+        if not parked:
+            return
+        for client_id in list(parked) if clients is None else [c for c in clients if c in parked]:
+            parked.pop(client_id).set()
+
+    async def wait(self, run_id: int, client_id: int, timeout: float) -> bool:
+        await self.start()
+        event = self._parked.setdefault(run_id, {}).setdefault(client_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            parked = self._parked.get(run_id)
+            if parked is not None and parked.get(client_id) is event:
+                del parked[client_id]
+                if not parked:
+                    del self._parked[run_id]
+
+
+waker = Waker()
+
+
+def _requested_wait(request) -> float:
+    raw = request.GET.get("wait", "")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
+        return 0.0
+    return min(float(raw), settings.FEDPLATFORM["LONG_POLL_MAX"])
+
+
+def long_poll(view_class):
+    """An async view around a DRF view that answers 204 when there is nothing to do."""
+    sync_view = view_class.as_view()
+
+    def answer(request, args, kwargs):
+        try:
+            response = sync_view(request, *args, **kwargs)
+            if hasattr(response, "render"):
+                response.render()
+            return response
+        finally:
+            if isinstance(request, ASGIRequest):
+                close_old_connections()  # a pool thread's connection: give it back
+
+    async def view(request, *args, **kwargs):
+        # Under ASGI the view runs on the shared pool (a request holds no thread of its own);
+        # under WSGI, and Django's test client, a request owns its thread: use that one.
+        ask = sync_to_async(answer, thread_sensitive=not isinstance(request, ASGIRequest))
+        started = time.monotonic()
+        give_up = started + _requested_wait(request)
+        while True:
+            response = await ask(request, args, kwargs)
+            park = getattr(response, "park", None)  # (run, client, longest wait) on a 204
+            if response.status_code != 204 or park is None:
+                return response
+            run_id, client_id, longest = park
+            give_up = min(give_up, started + longest)
+            remaining = give_up - time.monotonic()
+            if remaining <= 0.05:
+                return response
+            if not await waker.wait(run_id, client_id, remaining):
+                # One last look, so an answer that arrived with the timeout is not missed.
+                return await ask(request, args, kwargs)
+
+    view.cls = view_class  # drf-spectacular documents the DRF view this wraps
+    view.initkwargs = {}
+    view.csrf_exempt = True
+    return view

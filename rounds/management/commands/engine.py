@@ -1,0 +1,10 @@
+"""``manage.py engine``: one engine worker, the task queue's consumer (Huey's ``run_huey``).
+
+Run one beside the server on one machine (``bin/demo`` does), or any number on any machines
+sharing the database and Redis. Options are Huey's (``--workers N``, ``--help``).
+"""
+from huey.contrib.djhuey.management.commands.run_huey import Command as HueyConsumerCommand
+
+
+class Command(HueyConsumerCommand):
+    help = "Run an engine worker: aggregation, evaluation, opening and closing rounds, sweeps."

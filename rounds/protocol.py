@@ -1,0 +1,226 @@
+"""What devices ask of a run: their task, heartbeats, model downloads, update uploads.
+
+Every function here records what the device said and answers; none aggregates, evaluates or opens
+a round. When a request may let the run move on (an update arrived, a client became ready) it asks
+for a tick (``rounds.dispatch``) and the engine does the rest. An idle poll reads and never writes
+(``last_seen`` aside, at most every few seconds).
+"""
+import json
+import logging
+import time
+
+from django.db import IntegrityError, transaction
+
+from clients.models import IDLE_STATUSES, SELECTABLE_STATUSES, Client, ClientStatus
+from clients.services import client_count_bytes, client_seen, client_snapshot, client_transition
+from fedcore import codec
+from fedplatform.errors import Conflict, Forbidden, Gone, Invalid, TooLarge
+from fedplatform.events import emit
+
+from . import blobs, dispatch
+from .models import TERMINAL_RUN_STATUSES, ModelVersion, Round, RoundStatus, Run, Update
+from .shapes import round_shape
+
+log = logging.getLogger("fedplatform.rounds")
+MAX_METRICS_HEADER = 4096
+
+
+def _pending_round(client: Client) -> Round | None:
+    return (
+        Round.objects.filter(run_id=client.run_id, status=RoundStatus.OPEN, expected=client)
+        .exclude(updates__client=client)
+        .select_related("base_version", "run")
+        .first()
+    )
+
+
+def task_for(*, client: Client) -> dict | None:
+    """The client's work for now, or None; raises Gone when its run is over."""
+    client_seen(client=client)
+    run = client.run
+    if run.status in TERMINAL_RUN_STATUSES:
+        raise Gone(f"run {run.pk} is {run.status}", f"run_{run.status}")
+    rnd = _pending_round(client)
+    if rnd is None:
+        # Asking for work without a pending round means the client is idle: it becomes ready,
+        # and that state change (not the poll) asks the engine for a round.
+        if client.status in IDLE_STATUSES and client_transition(client=client, to=ClientStatus.READY, reason="idle"):
+            rnd = _pending_round(client)  # the engine may have been quick (and is, in tests)
+        if rnd is None and run.allow_backfill:
+            rnd = _backfill(run=run, client=client)
+    if rnd is None:
+        return None
+    return task_body(rnd, client)
+
+
+def task_body(rnd: Round, client: Client) -> dict:
+    run = rnd.run
+    version = rnd.base_version.number
+    return {
+        "round": rnd.pk,
+        "round_number": rnd.number,
+        "run": run.pk,
+        "arch": run.arch,
+        "dataset": run.dataset,
+        "base_version": version,
+        "model_url": f"/api/v1/runs/{run.pk}/model/?version={version}",
+        "upload_url": f"/api/v1/rounds/{rnd.pk}/updates/{client.pk}/",
+        "upload_encoding": rnd.upload_encoding,
+        "deadline": rnd.deadline,
+        "seed": rnd.number,
+        "hyperparameters": rnd.hyperparameters,
+    }
+
+
+def _backfill(*, run: Run, client: Client) -> Round | None:
+    """Give a newcomer an empty place in the open round, when the run allows it."""
+    if client.status not in SELECTABLE_STATUSES:
+        return None
+    rnd = Round.objects.filter(run=run, status=RoundStatus.OPEN).select_related("config").first()
+    if rnd is None or rnd.expected.count() >= rnd.config.values["clients_per_round"]:
+        return None  # read first: the common case writes nothing
+    with transaction.atomic():
+        Run.objects.select_for_update().get(pk=run.pk)  # serialises racing newcomers
+        rnd = (
+            Round.objects.filter(run=run, status=RoundStatus.OPEN)
+            .select_related("config", "base_version", "run")
+            .first()
+        )
+        if rnd is None or rnd.expected.count() >= rnd.config.values["clients_per_round"]:
+            return None
+        if not client_transition(client=client, to=ClientStatus.TRAINING, reason=f"backfilled round {rnd.number}", round=rnd):
+            return None
+        rnd.expected.add(client)
+        emit("round.opened", round_shape(rnd))
+    return rnd
+
+
+def heartbeat(*, client: Client, progress: float | None, round_id: int | None) -> str:
+    """Record liveness and progress; tell the device what to do next."""
+    client_seen(client=client, progress=progress)
+    if client.run.status in TERMINAL_RUN_STATUSES:
+        return "stop"
+    if round_id is not None:
+        still_wanted = Round.objects.filter(pk=round_id, status=RoundStatus.OPEN, expected=client).exists()
+        if not still_wanted:
+            return "abort"
+    client.refresh_from_db()
+    emit("client.status", client_snapshot(client))
+    return "continue"
+
+
+def model_download(*, client: Client | None, version: ModelVersion, base: int | None = None) -> bytes:
+    """A global version for a client: the stored lossless blob, or the delta from ``base`` when the
+    client holds that version and accepts the run's download encoding (rounds.downloads); counts
+    the bytes sent for the client."""
+    from .downloads import model_body  # noqa: PLC0415 - kept inside: download policy lives in downloads.py
+
+    accepts = list(client.accepts or []) if client is not None else None
+    data = model_body(version=version, base=base, accepts=accepts).data
+    if client is not None:
+        client_seen(client=client)
+        client_count_bytes(client=client, received=len(data))
+        if client.status in (ClientStatus.JOIN, ClientStatus.FINISH, ClientStatus.READY):
+            client_transition(client=client, to=ClientStatus.UPDATE, reason=f"fetching version {version.number}")
+        Client.objects.filter(pk=client.pk).update(held_version=version.number)
+    return data
+
+
+def parse_metrics(raw: str | None) -> dict:
+    """Parse the ``X-Metrics`` header: a small flat JSON object of finite numbers."""
+    if not raw:
+        return {}
+    if len(raw) > MAX_METRICS_HEADER:
+        raise Invalid("X-Metrics is too long", "bad_metrics")
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise Invalid(f"X-Metrics is not JSON: {exc}", "bad_metrics") from exc
+    if not isinstance(value, dict):
+        raise Invalid("X-Metrics must be a JSON object", "bad_metrics")
+    clean = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or len(key) > 64:
+            raise Invalid("X-Metrics keys must be short strings", "bad_metrics")
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or item != item or item in (float("inf"), float("-inf")):
+            raise Invalid(f"X-Metrics[{key!r}] must be a finite number", "bad_metrics")
+        clean[key] = item
+    return clean
+
+
+def update_accept(
+    *, round_id: int, client: Client, body: bytes, num_examples: int, metrics: dict, max_bytes: int
+) -> tuple[Update, bool]:
+    """Validate and store one client's update; returns (update, created).
+
+    The 2xx is only sent after the blob is in storage and the row is committed. Re-sending the
+    identical bytes is answered as success and counted once. The last expected update asks the
+    engine to close the round; this request does not wait for it.
+    """
+    client_seen(client=client)
+    rnd = Round.objects.select_related("run", "base_version").filter(pk=round_id).first()
+    if rnd is None or rnd.run_id != client.run_id:
+        raise Forbidden("this round is not in your run", "not_selected")
+    if len(body) > max_bytes:
+        raise TooLarge(f"update of {len(body)} bytes exceeds the limit of {max_bytes}", "too_large")
+    digest = blobs.sha256(body)
+    existing = Update.objects.filter(round=rnd, client=client).first()
+    if existing is not None:
+        if existing.sha256 == digest:
+            return existing, False
+        raise Conflict("a different update from you was already accepted for this round", "update_conflict")
+    if rnd.status != RoundStatus.OPEN:
+        raise Conflict(f"round {rnd.number} is {rnd.status}; this update was not used", "round_closed")
+    if not rnd.expected.filter(pk=client.pk).exists():
+        raise Forbidden(f"you are not selected for round {rnd.number}", "not_selected")
+    if num_examples < 1:
+        raise Invalid("X-Num-Examples must be a positive integer", "bad_num_examples")
+    manifest = blobs.manifest_for(rnd.run.arch, rnd.run.dataset)
+    started = time.perf_counter()
+    try:
+        decoded = codec.decode(body, manifest=manifest, kind="delta", max_bytes=codec.float32_size(manifest))
+    except codec.CodecError as exc:
+        raise Invalid(str(exc), exc.code) from exc
+    decode_seconds = time.perf_counter() - started
+    if decoded.base_version != rnd.base_version.number:
+        raise Invalid(
+            f"delta against version {decoded.base_version}, but round {rnd.number} is based on "
+            f"version {rnd.base_version.number}",
+            "wrong_base",
+        )
+    encodings = ",".join(sorted(decoded.encodings))
+    del decoded  # validated; the engine decodes it again when it aggregates, one update at a time
+    # Slow I/O before the transaction: the blob is durable before the row that points at it exists.
+    name = blobs.store(f"runs/{rnd.run_id}/rounds/{rnd.number}", body, digest)
+    try:
+        with transaction.atomic():
+            Run.objects.select_for_update().get(pk=rnd.run_id)
+            if not Round.objects.filter(pk=rnd.pk, status=RoundStatus.OPEN).exists():
+                raise Conflict(f"round {rnd.number} closed while your update arrived", "round_closed")
+            update = Update.objects.create(
+                round=rnd,
+                client=client,
+                blob=name,
+                sha256=digest,
+                encoding=encodings,
+                # Weights are capped at what the client declared when it registered.
+                num_examples=min(num_examples, client.num_examples or num_examples),
+                bytes_wire=len(body),
+                metrics=metrics,
+                decode_seconds=round(decode_seconds, 4),
+            )
+            client_count_bytes(client=client, sent=len(body))
+            client_transition(client=client, to=ClientStatus.FINISH, reason=f"update for round {rnd.number}", round=rnd)
+            emit("round.update_received", {
+                "run": rnd.run_id, "round": rnd.pk, "client": client.pk, "bytes": len(body),
+                "received_at": update.received_at.isoformat(), "metrics": update.metrics,
+            })
+            dispatch.request_tick(rnd.run_id)
+    except IntegrityError:
+        # The same client raced itself (a retry crossed the first attempt): answer like a resend.
+        existing = Update.objects.get(round=rnd, client=client)
+        if existing.sha256 != digest:
+            raise Conflict("a different update from you was already accepted for this round", "update_conflict")
+        return existing, False
+    return update, True
+

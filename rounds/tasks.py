@@ -1,0 +1,31 @@
+"""The engine's tasks on the Huey queue. Each is a thin call into ``rounds.engine``, which claims
+its work with conditional UPDATEs, so a task that runs twice, or on two workers at once, is safe."""
+from django.conf import settings
+from huey import crontab
+from huey.contrib.djhuey import db_periodic_task, db_task
+
+from . import engine
+
+
+@db_task(name="fedplatform.tick")
+def tick(run_id: int) -> None:
+    engine.run_tick(run_id=run_id)
+
+
+@db_task(name="fedplatform.evaluate")
+def evaluate(version_id: int) -> None:
+    engine.version_evaluate(version_id=version_id)
+
+
+@db_task(name="fedplatform.sweep")
+def sweep() -> None:
+    engine.sweep_all()
+
+
+@db_periodic_task(crontab(), name="fedplatform.schedule_sweeps")
+def schedule_sweeps() -> None:
+    """Huey's periodic tasks run once a minute; the sweep runs every SWEEP_SECONDS, so each minute
+    schedules that minute's sweeps on the queue's scheduler."""
+    every = max(1, int(settings.FEDPLATFORM["SWEEP_SECONDS"]))
+    for delay in range(0, 60, every):
+        sweep.schedule(delay=delay)

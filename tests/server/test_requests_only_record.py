@@ -1,0 +1,36 @@
+"""Device requests record and answer; the engine does the rest."""
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from protocol_helpers import delta_body
+from rounds.models import Round, RoundStatus, Run
+
+pytestmark = pytest.mark.django_db
+
+WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+def _writes(queries) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(WRITES)]
+
+
+def test_an_idle_poll_reads_a_few_rows_and_writes_nothing(device):
+    alpha = device("alpha")  # alone, below min_clients: nothing to do
+    assert alpha.task().status_code == 204  # the first poll makes it ready (a real change)
+    with CaptureQueriesContext(connection) as queries:
+        assert alpha.task().status_code == 204
+    assert _writes(queries.captured_queries) == []
+    assert len(queries.captured_queries) <= 4
+
+
+def test_the_last_upload_asks_for_a_tick_and_does_not_close_the_round(device, run, monkeypatch):
+    alpha, beta = device("alpha"), device("beta")
+    task_a, task_b = alpha.task().json(), beta.task().json()
+    ticks: list[int] = []
+    monkeypatch.setattr("rounds.tasks.tick", lambda run_id: ticks.append(run_id))
+    assert alpha.upload(task_a, delta_body(run, task_a, 0.01)[0]).status_code == 201
+    assert beta.upload(task_b, delta_body(run, task_b, 0.01)[0]).status_code == 201
+    assert Round.objects.get(pk=task_a["round"]).status == RoundStatus.OPEN  # closing is the engine's
+    assert ticks == [run.pk]  # two uploads, one tick: the request is coalesced with the first
+    assert Run.objects.get(pk=run.pk).tick_requested_at is not None
