@@ -34,6 +34,18 @@ def machine() -> str:
     )
 
 
+def commit() -> str:
+    """The commit the figures come from, marked when the tree had uncommitted changes."""
+    import subprocess
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha} (with uncommitted changes)" if dirty else sha
+
+
 def command() -> str:
     return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
 
@@ -46,7 +58,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 def write(name: str, title: str, body: str, *, out_dir: Path | None = None) -> Path:
     """Print ``body`` and write it, with the command and the machine, to results/<name>.md."""
-    text = f"# {title}\n\nCommand: `{command()}`\n\nMachine: {machine()}\n\n{body}\n"
+    text = f"# {title}\n\nCommand: `{command()}`\n\nCommit: {commit()}\n\nMachine: {machine()}\n\n{body}\n"
     print(text)
     target = (out_dir or RESULTS) / f"{name}.md"
     target.parent.mkdir(parents=True, exist_ok=True)

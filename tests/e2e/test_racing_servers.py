@@ -76,7 +76,9 @@ def _one_update_then_silence(server: Server) -> tuple[int, int]:
         body = requests.post(f"{server.url}/api/v1/clients/", json={"name": name, "run": run["id"], "num_examples": 10}, timeout=30).json()
         devices.append(requests.Session())
         devices[-1].headers["Authorization"] = f"Token {body['token']}"
-    task = devices[0].get(f"{server.url}/api/v1/clients/{server.get('/api/v1/clients/')[0]['id']}/task/", timeout=30).json()
+    first_id = server.get("/api/v1/clients/")[0]["id"]
+    task = devices[0].get(f"{server.url}/api/v1/clients/{first_id}/task/?wait=20", timeout=60).json()
+    server.kill_engines()  # from now on only the contenders act on the round
     base = codec.decode(devices[0].get(server.url + task["model_url"], timeout=30).content).arrays
     delta = {k: (np.full_like(a, 0.01) if a.dtype.kind == "f" else np.zeros_like(a)) for k, a in base.items()}
     body = codec.encode(delta, kind="delta", base_version=task["base_version"])
@@ -90,7 +92,7 @@ def _one_update_then_silence(server: Server) -> tuple[int, int]:
 
 
 def test_a_stampede_of_sweeps_closes_an_expired_round_exactly_once(tmp_path, database_url):
-    server = Server(tmp_path, database_url=database_url, engines=0)  # the contenders are the engine
+    server = Server(tmp_path, database_url=database_url)
     server.start()
     try:
         run_id, round_id = _one_update_then_silence(server)
@@ -103,6 +105,7 @@ def test_a_stampede_of_sweeps_closes_an_expired_round_exactly_once(tmp_path, dat
         ]
         outputs = [c.communicate(timeout=120)[0] for c in contenders]
         assert all(c.returncode == 0 for c in contenders), outputs
+        server.engines = 0  # look, without an engine of its own
         server.start()
         rounds = server.rounds(run_id)
         assert [(r["id"], r["status"], len(r["updates"])) for r in rounds] == [(round_id, "closed", 1)]
