@@ -2,7 +2,8 @@
 
 Makes N int4 updates of ResNet-18 (CIFAR form) as the wire carries them (random deltas of a
 round's size), stores them as files, and aggregates them through the engine's own path,
-``fedcore.aggregation.FedAvg`` fed one decoded update at a time, as ``rounds.engine`` does.
+``fedcore.aggregation.FedAvg`` fed one update at a time, each decoded tensor by tensor as it is
+folded in (``codec.decode_lazily``), as ``rounds.engine`` does.
 Peak memory is what ``tracemalloc`` saw above the base model (numpy reports its buffers to it),
 in model sizes (float32 bytes of the model). For contrast, the same updates decoded all at once
 and averaged, as the engine did before streaming (only for the first ``--batch-n``).
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         aggregator = FedAvg(base, sum(weights))
         for i, weight in enumerate(weights):
-            arrays = decoded(i)
+            arrays = codec.decode_lazily(paths[i].read_bytes(), kind="delta")  # as rounds.engine does
             aggregator.add(arrays, weight)
             del arrays
         result = aggregator.result()

@@ -116,17 +116,20 @@ def client_seen(*, client: Client, progress: float | None = None) -> None:
     if progress is not None:
         changes["progress"] = max(0.0, min(1.0, float(progress)))
     if changes:
-        Client.objects.filter(pk=client.pk).update(**changes)
+        with transaction.atomic():  # a transaction, so SQLite writers queue (fedplatform.sqlite)
+            Client.objects.filter(pk=client.pk).update(**changes)
         for field, value in changes.items():
             setattr(client, field, value)
     if client.status == ClientStatus.OFFLINE:
         client_transition(client=client, to=ClientStatus.READY, reason="back online")
 
 
-def client_count_bytes(*, client: Client, sent: int = 0, received: int = 0) -> None:
-    Client.objects.filter(pk=client.pk).update(
-        bytes_sent=F("bytes_sent") + sent, bytes_received=F("bytes_received") + received
-    )
+def client_count_bytes(*, client: Client, sent: int = 0, received: int = 0, held_version: int | None = None) -> None:
+    changes = {"bytes_sent": F("bytes_sent") + sent, "bytes_received": F("bytes_received") + received}
+    if held_version is not None:
+        changes["held_version"] = held_version
+    with transaction.atomic():
+        Client.objects.filter(pk=client.pk).update(**changes)
 
 
 def client_leave(*, client: Client) -> None:

@@ -672,18 +672,8 @@ def _decode_tensor(t: dict, buf: memoryview) -> np.ndarray:
     return out.reshape(shape)
 
 
-def decode(
-    data: bytes,
-    *,
-    manifest: Manifest | None = None,
-    max_bytes: int = 1 << 30,
-    kind: str | None = None,
-) -> Decoded:
-    """Validate and decode a FEDT blob; raise CodecError for anything unacceptable.
-
-    max_bytes bounds the total size of the decoded arrays (float tensors count 4 bytes
-    per element) and is checked before the payload is decompressed.
-    """
+def _open(data: bytes, *, manifest: Manifest | None, max_bytes: int, kind: str | None) -> tuple[dict, memoryview]:
+    """The validated header and the decompressed payload (sizes checked before inflating)."""
     header, offset = _parse_header(data)
     tensors = header["tensors"]
     if kind is not None and header["kind"] != kind:
@@ -699,7 +689,57 @@ def decode(
         raise CodecError("too_large", f"blob would decode to {decoded_size} bytes, limit {max_bytes}")
 
     expected = sum(t["nbytes"] for t in tensors)
-    raw = memoryview(_decompress(memoryview(data).cast("B")[offset:], expected))
+    return header, memoryview(_decompress(memoryview(data).cast("B")[offset:], expected))
+
+
+class LazyTensors(Mapping):
+    """A blob's tensors, each decoded (and validated) only when it is looked up, never kept.
+
+    For aggregation: folding an update tensor by tensor holds one decoded tensor at a time,
+    not the whole update.
+    """
+
+    def __init__(self, header: dict, raw: memoryview) -> None:
+        self._raw = raw
+        self._where: dict[str, tuple[dict, int]] = {}
+        pos = 0
+        for t in header["tensors"]:
+            self._where[t["name"]] = (t, pos)
+            pos += t["nbytes"]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        t, pos = self._where[name]
+        return _decode_tensor(t, self._raw[pos : pos + t["nbytes"]])
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+def decode_lazily(
+    data: bytes, *, manifest: Manifest | None = None, max_bytes: int = 1 << 30, kind: str | None = None
+) -> LazyTensors:
+    """Like :func:`decode`, but the tensors are decoded one by one as they are read."""
+    header, raw = _open(data, manifest=manifest, max_bytes=max_bytes, kind=kind)
+    return LazyTensors(header, raw)
+
+
+def decode(
+    data: bytes,
+    *,
+    manifest: Manifest | None = None,
+    max_bytes: int = 1 << 30,
+    kind: str | None = None,
+) -> Decoded:
+    """Validate and decode a FEDT blob; raise CodecError for anything unacceptable.
+
+    max_bytes bounds the total size of the decoded arrays (float tensors count 4 bytes
+    per element) and is checked before the payload is decompressed.
+    """
+    header, raw = _open(data, manifest=manifest, max_bytes=max_bytes, kind=kind)
+    tensors = header["tensors"]
     arrays: dict[str, np.ndarray] = {}
     pos = 0
     for t in tensors:

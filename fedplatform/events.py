@@ -107,34 +107,52 @@ class OutboxRelay:
 
     @staticmethod
     def _rows_after(last: int) -> list[tuple[int, str, dict]]:
+        from .models import OutboxEvent  # noqa: PLC0415
+
+        return list(OutboxEvent.objects.filter(id__gt=last).order_by("id").values_list("id", "kind", "payload")[:RELAY_BATCH])
+
+    @staticmethod
+    def _late_rows(last: int, seen: set[int]) -> list[tuple[int, str, dict]]:
+        """Rows with an id below ones already relayed, committed after them (PostgreSQL hands out
+        ids before commit; SQLite commits one writer at a time, in id order)."""
         from datetime import timedelta
 
-        from django.db.models import Q
+        from django.db import connection
         from django.utils import timezone
 
         from .models import OutboxEvent  # noqa: PLC0415
 
+        if connection.vendor == "sqlite":
+            return []
         recent = timezone.now() - timedelta(seconds=RELAY_LOOKBACK_SECONDS)
-        rows = OutboxEvent.objects.filter(Q(id__gt=last) | Q(created_at__gte=recent)).order_by("id")
-        return list(rows.values_list("id", "kind", "payload")[:RELAY_BATCH])
+        window = OutboxEvent.objects.filter(id__lte=last, created_at__gte=recent)
+        missing = [i for i in window.values_list("id", flat=True) if i not in seen]
+        if not missing:
+            return []
+        return list(OutboxEvent.objects.filter(id__in=missing).order_by("id").values_list("id", "kind", "payload"))
 
     async def _run(self) -> None:
         layer = get_channel_layer()
         last = await run_db(self._newest_id)
-        # What was there before this relay started is history, not news.
-        seen: dict[int, float] = {row[0]: time.monotonic() for row in await run_db(self._rows_after, last)}
+        seen: dict[int, float] = {}  # ids relayed in the last few seconds, for late commits
+        looked_back = time.monotonic()
         while True:
             try:
                 rows = await run_db(self._rows_after, last)
                 now = time.monotonic()
+                if now - looked_back > 1.0:
+                    rows = await run_db(self._late_rows, last, set(seen)) + rows
+                    looked_back = now
                 for row_id, kind, payload in rows:
-                    if row_id in seen or row_id <= last - RELAY_BATCH * 10:
+                    if row_id in seen:
                         continue
                     seen[row_id] = now
                     last = max(last, row_id)
                     await layer.group_send(EVENTS_GROUP, message(kind, payload))
                 for row_id in [i for i, at in seen.items() if now - at > 2 * RELAY_LOOKBACK_SECONDS]:
                     del seen[row_id]
+                if len(rows) >= RELAY_BATCH:
+                    continue  # more are waiting: no pause
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep relaying: a locked database or a bad row must not stop it

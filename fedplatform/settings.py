@@ -82,6 +82,8 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Writers of one process queue in the process (fedplatform/sqlite/base.py).
+    DATABASES["default"]["ENGINE"] = "fedplatform.sqlite"
     # IMMEDIATE takes the write lock at BEGIN, so two processes racing to close a round queue
     # up instead of failing with "database is locked" on lock upgrade; WAL lets readers proceed.
     DATABASES["default"]["OPTIONS"] = {
@@ -110,7 +112,7 @@ CHANNEL_LAYERS = channel_layers(REDIS_URL)
 def _queue_default_file() -> str:
     """The embedded queue's file: beside the SQLite database, else in the project folder."""
     name = str(DATABASES["default"].get("NAME") or "")
-    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" and name not in ("", ":memory:"):
+    if DATABASES["default"]["ENGINE"] == "fedplatform.sqlite" and name not in ("", ":memory:"):
         return f"{name}-queue"
     return str(BASE_DIR / "queue.sqlite3")
 

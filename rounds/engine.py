@@ -176,15 +176,19 @@ def round_open(*, run_id: int) -> Round | None:
             if number > run.rounds:
                 return None
             cutoff = now - timedelta(seconds=run.offline_after)
+            # Ids only: a tick while thousands of devices join must not load them all, every time.
             candidates = list(
-                run.clients.filter(status__in=SELECTABLE_STATUSES, last_seen__gte=cutoff).order_by("pk")
+                run.clients.filter(status__in=SELECTABLE_STATUSES, last_seen__gte=cutoff)
+                .order_by("pk").values_list("pk", flat=True)
             )
             if len(candidates) < max(1, run.min_clients):
                 return None
             attempt = run.round_set.filter(number=number).count()
-            chosen = random.Random(f"{run.seed}:{number}:{attempt}").sample(
+            chosen_ids = random.Random(f"{run.seed}:{number}:{attempt}").sample(
                 candidates, min(run.clients_per_round, len(candidates))
             )
+            by_id = run.clients.in_bulk(chosen_ids)
+            chosen = [by_id[pk] for pk in chosen_ids]
             base = run.versions.order_by("-number").first()
             rnd = Round.objects.create(
                 run=run,
@@ -287,7 +291,8 @@ def contributions(rnd: Round, updates: list[Update], lease: _Lease | None = None
     for update in updates:
         if lease is not None:
             lease.renew_if_due()
-        yield codec.decode(blobs.load(update.blob.name), kind="delta").arrays, update.num_examples
+        # Lazily: the aggregator reads one decoded tensor at a time, never a whole update.
+        yield codec.decode_lazily(blobs.load(update.blob.name), kind="delta"), update.num_examples
 
 
 def aggregate_round(rnd: Round, updates: list[Update], lease: _Lease | None = None) -> dict:

@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from fedplatform.events import EVENTS_GROUP, relay
 
@@ -117,8 +117,10 @@ def long_poll(view_class):
                 response.render()
             return response
         finally:
-            if isinstance(request, ASGIRequest):
-                close_old_connections()  # a pool thread's connection: give it back
+            # A pool thread's connection: PostgreSQL's goes back to the pool; SQLite's (cheap to
+            # keep, costly to reopen) stays with its thread, one per pool thread.
+            if isinstance(request, ASGIRequest) and connection.vendor != "sqlite":
+                close_old_connections()
 
     async def view(request, *args, **kwargs):
         # Under ASGI the view runs on the shared pool (a request holds no thread of its own);
@@ -126,19 +128,28 @@ def long_poll(view_class):
         ask = sync_to_async(answer, thread_sensitive=not isinstance(request, ASGIRequest))
         started = time.monotonic()
         give_up = started + _requested_wait(request)
+        parked = 0.0
+
+        def held(response):
+            response["X-Poll-Held"] = f"{parked:.3f}"  # seconds parked, for load measurements
+            return response
+
         while True:
             response = await ask(request, args, kwargs)
             park = getattr(response, "park", None)  # (run, client, longest wait) on a 204
             if response.status_code != 204 or park is None:
-                return response
+                return held(response)
             run_id, client_id, longest = park
             give_up = min(give_up, started + longest)
             remaining = give_up - time.monotonic()
             if remaining <= 0.05:
-                return response
-            if not await waker.wait(run_id, client_id, remaining):
+                return held(response)
+            since = time.monotonic()
+            woken = await waker.wait(run_id, client_id, remaining)
+            parked += time.monotonic() - since
+            if not woken:
                 # One last look, so an answer that arrived with the timeout is not missed.
-                return await ask(request, args, kwargs)
+                return held(await ask(request, args, kwargs))
 
     view.cls = view_class  # drf-spectacular documents the DRF view this wraps
     view.initkwargs = {}

@@ -119,10 +119,9 @@ def model_download(*, client: Client | None, version: ModelVersion, base: int | 
     data = model_body(version=version, base=base, accepts=accepts).data
     if client is not None:
         client_seen(client=client)
-        client_count_bytes(client=client, received=len(data))
+        client_count_bytes(client=client, received=len(data), held_version=version.number)
         if client.status in (ClientStatus.JOIN, ClientStatus.FINISH, ClientStatus.READY):
             client_transition(client=client, to=ClientStatus.UPDATE, reason=f"fetching version {version.number}")
-        Client.objects.filter(pk=client.pk).update(held_version=version.number)
     return data
 
 

@@ -54,3 +54,31 @@ def test_mismatched_layouts_and_empty_rounds_are_refused():
 def test_weighted_metric_ignores_missing_reports():
     assert weighted_metric([(0.5, 10), (None, 10), (1.0, 30)]) == pytest.approx(0.875)
     assert weighted_metric([(None, 3)]) is None
+
+
+def test_streaming_fedavg_fed_lazily_decoded_updates_equals_the_batch_mean_bit_for_bit():
+    from fedcore import codec
+    from fedcore.aggregation import FedAvg, aggregate
+
+    rng = np.random.default_rng(1)
+    base = {"w": rng.standard_normal((3, 4)).astype(np.float32), "n": np.array(7, np.int64)}
+    deltas = [
+        ({"w": rng.standard_normal((3, 4)).astype(np.float32), "n": np.array(i, np.int64)}, weight)
+        for i, weight in enumerate((5, 1, 9))
+    ]
+    blobs = [codec.encode(d, encoding="float32", kind="delta", base_version=0) for d, _ in deltas]
+    streamed = aggregate(FedAvg(base, 15), ((codec.decode_lazily(b, kind="delta"), w) for b, (_, w) in zip(blobs, deltas)))
+    batch = fedavg(base, [(codec.decode(b).arrays, w) for b, (_, w) in zip(blobs, deltas)])
+    assert streamed.keys() == batch.keys()
+    for name in batch:
+        assert streamed[name].dtype == batch[name].dtype
+        np.testing.assert_array_equal(streamed[name], batch[name])
+
+
+def test_a_stream_whose_weights_differ_from_the_announced_total_is_refused():
+    from fedcore.aggregation import FedAvg
+
+    aggregator = FedAvg({"w": np.zeros(2, np.float32)}, total_weight=10)
+    aggregator.add({"w": np.ones(2, np.float32)}, 4)
+    with pytest.raises(ValueError, match="differ from the total"):
+        aggregator.result()

@@ -385,3 +385,14 @@ def test_well_formed_json_with_wrong_field_values_only_ever_raises_codec_error(f
     target[field] = value
     raw = json.dumps(forged).encode()
     _decode_or_codec_error(struct.pack("<4sBI", b"FEDT", 1, len(raw)) + raw + _VALID[prefix_len:])
+
+
+def test_a_lazily_decoded_blob_gives_the_same_tensors_and_checks_its_kind_up_front():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    blob = codec.encode({"a": a, "n": np.array(4, np.int64)}, encoding="float32", kind="delta", base_version=3)
+    lazy = codec.decode_lazily(blob, kind="delta")
+    assert list(lazy) == ["a", "n"] and len(lazy) == 2
+    np.testing.assert_array_equal(lazy["a"], a)
+    assert lazy["n"] == 4 and lazy["n"].dtype == np.int64
+    with pytest.raises(codec.CodecError):
+        codec.decode_lazily(blob, kind="full")
