@@ -148,8 +148,10 @@ def long_poll(view_class):
             woken = await waker.wait(run_id, client_id, remaining)
             parked += time.monotonic() - since
             if not woken:
-                # One last look, so an answer that arrived with the timeout is not missed.
-                return held(await ask(request, args, kwargs))
+                # Nothing happened: the first answer still holds, and looking again would double
+                # the cost of every idle poll. A round that opened at this very instant is seen
+                # by the device's next poll, which follows at once.
+                return held(response)
 
     view.cls = view_class  # drf-spectacular documents the DRF view this wraps
     view.initkwargs = {}
