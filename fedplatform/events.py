@@ -67,7 +67,10 @@ def prune_outbox(*, older_than_seconds: float = 600) -> int:
     from .models import OutboxEvent  # noqa: PLC0415
 
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    deleted, _ = OutboxEvent.objects.filter(created_at__lt=cutoff).delete()
+    old = OutboxEvent.objects.filter(created_at__lt=cutoff)
+    if not old.exists():  # read first: a DELETE takes SQLite's write lock even when it finds nothing
+        return 0
+    deleted, _ = old.delete()
     return deleted
 
 

@@ -60,9 +60,14 @@ def _lock_run(run_id: int) -> Run:
 
 def run_tick(*, run_id: int) -> None:
     """Advance a running run as far as it can go now."""
-    Run.objects.filter(pk=run_id, tick_requested_at__isnull=False).update(tick_requested_at=None)
     run = Run.objects.filter(pk=run_id).first()
-    if run is None or run.status != RunStatus.RUNNING:
+    if run is None:
+        return
+    if run.tick_requested_at is not None:
+        # Read first, write only when set: on SQLite even an UPDATE that matches nothing takes
+        # the database's one write lock, and ticks are frequent.
+        Run.objects.filter(pk=run_id, tick_requested_at__isnull=False).update(tick_requested_at=None)
+    if run.status != RunStatus.RUNNING:
         return
     _mark_offline(run)
     current = run.round_set.filter(status__in=LIVE_ROUND_STATUSES).select_related("config").first()
@@ -129,7 +134,18 @@ def sweep_all() -> None:
         except Exception:  # one broken run must not stop the others' sweep
             log.exception("run %s: tick failed", run_id)
     _recover_evaluations()
-    prune_outbox()
+    _prune_now_and_then()
+
+
+_last_prune = 0.0
+PRUNE_EVERY_SECONDS = 60
+
+
+def _prune_now_and_then() -> None:
+    global _last_prune
+    if time.monotonic() - _last_prune >= PRUNE_EVERY_SECONDS:
+        _last_prune = time.monotonic()
+        prune_outbox()
 
 
 def recover_stale_claims() -> list[int]:
@@ -150,9 +166,9 @@ def recover_stale_claims() -> list[int]:
 
 def _recover_evaluations() -> None:
     stale = timezone.now() - timedelta(seconds=settings.FEDPLATFORM["EVAL_LEASE_SECONDS"])
-    ModelVersion.objects.filter(evaluation=EvaluationStatus.RUNNING, evaluation_claimed_at__lt=stale).update(
-        evaluation=EvaluationStatus.PENDING, evaluation_claimed_at=None
-    )
+    dead = ModelVersion.objects.filter(evaluation=EvaluationStatus.RUNNING, evaluation_claimed_at__lt=stale)
+    if dead.exists():  # read first: the sweep runs every few seconds
+        dead.update(evaluation=EvaluationStatus.PENDING, evaluation_claimed_at=None)
     lost = timezone.now() - timedelta(seconds=30)  # created, but its task never ran
     pending = ModelVersion.objects.filter(
         evaluation=EvaluationStatus.PENDING, created_at__lt=lost, run__status__in=[RunStatus.RUNNING, RunStatus.DRAFT, RunStatus.PAUSED]
@@ -164,9 +180,21 @@ def _recover_evaluations() -> None:
 # -------------------------------------------------------------------------------------- rounds
 
 
+def _could_open(run_id: int, now) -> bool:
+    """The cheap reads that rule most ticks out before a write transaction is begun."""
+    run = Run.objects.filter(pk=run_id).first()
+    if run is None or run.status != RunStatus.RUNNING or run.round_set.filter(status__in=LIVE_ROUND_STATUSES).exists():
+        return False
+    cutoff = now - timedelta(seconds=run.offline_after)
+    ready = run.clients.filter(status__in=SELECTABLE_STATUSES, last_seen__gte=cutoff).count()
+    return ready >= max(1, run.min_clients)
+
+
 def round_open(*, run_id: int) -> Round | None:
     """Open the next round if the run is running, none is live and enough clients are ready."""
     now = timezone.now()
+    if not _could_open(run_id, now):
+        return None
     try:
         with transaction.atomic():
             run = _lock_run(run_id)
