@@ -30,6 +30,7 @@ class Waker:
 
     def __init__(self) -> None:
         self._parked: dict[int, dict[int, asyncio.Event]] = {}
+        self._last_event: dict[int, float] = {}  # run -> when its last waking event arrived
         self._listener: asyncio.Task | None = None
         self._lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -74,14 +75,20 @@ class Waker:
             self.wake(data.get("id"), None)
 
     def wake(self, run_id: int | None, clients: set[int] | None) -> None:
+        self._last_event[run_id] = time.monotonic()
         parked = self._parked.get(run_id)
         if not parked:
             return
         for client_id in list(parked) if clients is None else [c for c in clients if c in parked]:
             parked.pop(client_id).set()
 
-    async def wait(self, run_id: int, client_id: int, timeout: float) -> bool:
+    async def wait(self, run_id: int, client_id: int, timeout: float, *, since: float = 0.0) -> bool:
+        """Park until the run's next event, or ``timeout``; True when woken. An event that came
+        after ``since`` (when the caller last looked) counts as a wake at once: it may have been
+        the one the caller waits for, arriving between its look and this call."""
         await self.start()
+        if self._last_event.get(run_id, -1.0) >= since:
+            return True
         event = self._parked.setdefault(run_id, {}).setdefault(client_id, asyncio.Event())
         try:
             await asyncio.wait_for(event.wait(), timeout)
@@ -129,12 +136,15 @@ def long_poll(view_class):
         started = time.monotonic()
         give_up = started + _requested_wait(request)
         parked = 0.0
+        if give_up > started:
+            await waker.start()  # listening before the first look, so no event falls between
 
         def held(response):
             response["X-Poll-Held"] = f"{parked:.3f}"  # seconds parked, for load measurements
             return response
 
         while True:
+            looked = time.monotonic()
             response = await ask(request, args, kwargs)
             park = getattr(response, "park", None)  # (run, client, longest wait) on a 204
             if response.status_code != 204 or park is None:
@@ -145,7 +155,7 @@ def long_poll(view_class):
             if remaining <= 0.05:
                 return held(response)
             since = time.monotonic()
-            woken = await waker.wait(run_id, client_id, remaining)
+            woken = await waker.wait(run_id, client_id, remaining, since=looked)
             parked += time.monotonic() - since
             if not woken:
                 # Nothing happened: the first answer still holds, and looking again would double
