@@ -344,7 +344,7 @@ def _aggregate_and_commit(round_id: int, token: str) -> bool:
     arrays = aggregate_round(rnd, updates, lease)
     lease.renew_if_due()
     metrics = _round_metrics(rnd, updates, arrays)
-    version = _version_row(run=rnd.run, number=rnd.number, arrays=arrays)
+    version = store_version(run=rnd.run, number=rnd.number, arrays=arrays)
     del arrays
     metrics["aggregation_seconds"] = round(time.perf_counter() - started, 3)
     with transaction.atomic():
@@ -367,10 +367,6 @@ def _aggregate_and_commit(round_id: int, token: str) -> bool:
 
 def store_version(*, run: Run, number: int, arrays: dict) -> ModelVersion:
     """A version row (not yet saved) whose lossless blob is already in storage."""
-    return _version_row(run=run, number=number, arrays=arrays)
-
-
-def _version_row(*, run: Run, number: int, arrays: dict) -> ModelVersion:
     data = codec.encode(arrays, encoding="float32", kind="full", meta={"run": run.pk, "version": number})
     digest = blobs.sha256(data)
     name = blobs.store(f"runs/{run.pk}/versions", data, digest)
