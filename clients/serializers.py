@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from fedcore.codec import ENCODINGS
+from fedplatform.serializers import ModelSerializer
 
 from .models import Client
 
@@ -37,7 +38,7 @@ class RegisteredSerializer(serializers.Serializer):
     upload_encoding = serializers.CharField()
 
 
-class ClientSerializer(serializers.ModelSerializer):
+class ClientSerializer(ModelSerializer):
     class Meta:
         model = Client
         fields = [

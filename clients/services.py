@@ -25,6 +25,7 @@ from .signals import client_available, client_dropped
 
 # ``last_seen`` is written at most this often per client: an idle poll costs no write.
 LAST_SEEN_RESOLUTION = timedelta(seconds=5)
+PROGRESS_RESOLUTION = 0.01
 
 # Which moves are legal; anything else is refused, so a late request cannot resurrect a client.
 ALLOWED = {
@@ -53,18 +54,21 @@ def client_transition(
     The conditional UPDATE makes the check and the write one step, safe across processes.
     Returns whether the client moved; ``client`` is refreshed either way.
     """
+    changes = {"status": to}
+    if to != ClientStatus.TRAINING:
+        changes["progress"] = 0.0
     with transaction.atomic():
-        current = Client.objects.filter(pk=client.pk).values_list("status", flat=True).first()
-        if current is None or current == to:
-            client.refresh_from_db()
-            return False
-        if current in GONE_STATUSES or (to not in DROPPING_STATUSES and to not in ALLOWED[current]):
-            client.refresh_from_db()
-            return False
-        changes = {"status": to}
-        if to != ClientStatus.TRAINING:
-            changes["progress"] = 0.0
-        moved = Client.objects.filter(pk=client.pk, status=current).update(**changes)
+        # Guess the status this object holds; only when another request moved it first is it read.
+        current, moved = client.status, 0
+        for attempt in range(2):
+            if current is None or current == to:
+                break
+            if current in GONE_STATUSES or (to not in DROPPING_STATUSES and to not in ALLOWED[current]):
+                break
+            moved = Client.objects.filter(pk=client.pk, status=current).update(**changes)
+            if moved or attempt:
+                break
+            current = Client.objects.filter(pk=client.pk).values_list("status", flat=True).first()
         if not moved:
             client.refresh_from_db()
             return False
@@ -103,18 +107,21 @@ def client_register(
     return client, token
 
 
-def client_seen(*, client: Client, progress: float | None = None) -> None:
-    """Record that the device is alive; an offline client comes back as ready.
+def client_seen(*, client: Client, progress: float | None = None) -> bool:
+    """Record that the device is alive; an offline client comes back as ready. Returns whether
+    anything was written.
 
-    ``last_seen`` is only written when it is older than LAST_SEEN_RESOLUTION (or progress
-    changed), so polling costs reads only.
+    ``last_seen`` is only written when it is older than LAST_SEEN_RESOLUTION, and progress
+    when it moved by a percent or more, so polling and fast heartbeats cost reads only.
     """
     now = timezone.now()
     changes: dict = {}
     if client.last_seen is None or now - client.last_seen >= LAST_SEEN_RESOLUTION:
         changes["last_seen"] = now
     if progress is not None:
-        changes["progress"] = max(0.0, min(1.0, float(progress)))
+        progress = max(0.0, min(1.0, float(progress)))
+        if abs(progress - (client.progress or 0.0)) >= PROGRESS_RESOLUTION or (progress == 1.0) != (client.progress == 1.0):
+            changes["progress"] = progress
     if changes:
         with transaction.atomic():  # a transaction, so SQLite writers queue (fedplatform.sqlite)
             Client.objects.filter(pk=client.pk).update(**changes)
@@ -122,6 +129,7 @@ def client_seen(*, client: Client, progress: float | None = None) -> None:
             setattr(client, field, value)
     if client.status == ClientStatus.OFFLINE:
         client_transition(client=client, to=ClientStatus.READY, reason="back online")
+    return bool(changes)
 
 
 def client_count_bytes(*, client: Client, sent: int = 0, received: int = 0, held_version: int | None = None) -> None:

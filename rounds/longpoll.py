@@ -16,9 +16,9 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.db import close_old_connections, connection
 
 from fedplatform.events import EVENTS_GROUP, relay
+from fedplatform.handlers import release_connection
 
 log = logging.getLogger("fedplatform.longpoll")
 # Channel-layer group memberships expire (a day, by default): renew well before.
@@ -124,10 +124,8 @@ def long_poll(view_class):
                 response.render()
             return response
         finally:
-            # A pool thread's connection: PostgreSQL's goes back to the pool; SQLite's (cheap to
-            # keep, costly to reopen) stays with its thread, one per pool thread.
-            if isinstance(request, ASGIRequest) and connection.vendor != "sqlite":
-                close_old_connections()
+            if isinstance(request, ASGIRequest):
+                release_connection()
 
     async def view(request, *args, **kwargs):
         # Under ASGI the view runs on the shared pool (a request holds no thread of its own);

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from clients.models import IDLE_STATUSES, SELECTABLE_STATUSES, Client, ClientStatus
 from clients.services import client_count_bytes, client_seen, client_snapshot, client_transition
@@ -25,13 +25,41 @@ log = logging.getLogger("fedplatform.rounds")
 MAX_METRICS_HEADER = 4096
 
 
-def _pending_round(client: Client) -> Round | None:
-    return (
-        Round.objects.filter(run_id=client.run_id, status=RoundStatus.OPEN, expected=client)
-        .exclude(updates__client=client)
-        .select_related("base_version", "run")
-        .first()
+def _sql(template: str) -> str:
+    """Raw SQL for the hottest reads, table names from the models."""
+    return template.format(
+        round=Round._meta.db_table,
+        expected=Round.expected.through._meta.db_table,
+        update=Update._meta.db_table,
     )
+
+
+# Every poll asks this, and almost always the answer is "nothing". Compiling the equivalent
+# ORM query (a join and an exclusion subquery) costs about 2 ms of CPU; running it, 0.03 ms.
+PENDING_ROUND_SQL = _sql(
+    "SELECT r.id FROM {round} r JOIN {expected} e ON e.round_id = r.id AND e.client_id = %s"
+    " WHERE r.run_id = %s AND r.status = %s"
+    " AND NOT EXISTS (SELECT 1 FROM {update} u WHERE u.round_id = r.id AND u.client_id = %s)"
+    " ORDER BY r.id LIMIT 1"
+)
+STILL_EXPECTED_SQL = _sql(
+    "SELECT 1 FROM {round} r JOIN {expected} e ON e.round_id = r.id AND e.client_id = %s"
+    " WHERE r.id = %s AND r.status = %s"
+)
+
+
+def _fetch_one(sql: str, params: list) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+def _pending_round(client: Client) -> Round | None:
+    """The open round of the client's run that expects it and has no update from it yet."""
+    row = _fetch_one(PENDING_ROUND_SQL, [client.pk, client.run_id, RoundStatus.OPEN, client.pk])
+    if row is None:
+        return None
+    return Round.objects.select_related("base_version", "run").filter(pk=row[0]).first()
 
 
 def task_for(*, client: Client) -> dict | None:
@@ -97,15 +125,14 @@ def _backfill(*, run: Run, client: Client) -> Round | None:
 
 def heartbeat(*, client: Client, progress: float | None, round_id: int | None) -> str:
     """Record liveness and progress; tell the device what to do next."""
-    client_seen(client=client, progress=progress)
+    wrote = client_seen(client=client, progress=progress)
     if client.run.status in TERMINAL_RUN_STATUSES:
         return "stop"
     if round_id is not None:
-        still_wanted = Round.objects.filter(pk=round_id, status=RoundStatus.OPEN, expected=client).exists()
-        if not still_wanted:
+        if _fetch_one(STILL_EXPECTED_SQL, [client.pk, round_id, RoundStatus.OPEN]) is None:
             return "abort"
-    client.refresh_from_db()
-    emit("client.status", client_snapshot(client))
+    if wrote:  # the dashboard shows progress as often as it is recorded, and no more often
+        emit("client.status", client_snapshot(client))
     return "continue"
 
 

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from fedcore import codec
+from fedplatform.serializers import ModelSerializer
 
 from .downloads import DOWNLOAD_ENCODINGS
 from .models import TUNABLE_FIELDS, ModelVersion, Round, Run, RunConfig, RoundStatus, Update
@@ -15,7 +16,7 @@ DEFAULT_UPLOAD_ENCODING = "int4"
 IMMUTABLE_FIELDS = {"arch", "dataset", "seed"}
 
 
-class RunSerializer(serializers.ModelSerializer):
+class RunSerializer(ModelSerializer):
     # int4 with error feedback: about a quarter of the prototype's bytes at float32's accuracy
     # (benchmarks/results/accuracy_cost_*.md).
     upload_encoding = serializers.ChoiceField(choices=codec.ENCODINGS, default=DEFAULT_UPLOAD_ENCODING)
@@ -67,19 +68,19 @@ class RunSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class RunConfigSerializer(serializers.ModelSerializer):
+class RunConfigSerializer(ModelSerializer):
     class Meta:
         model = RunConfig
         fields = ["version", "values", "changed", "author", "created_at"]
 
 
-class ModelVersionSerializer(serializers.ModelSerializer):
+class ModelVersionSerializer(ModelSerializer):
     class Meta:
         model = ModelVersion
         fields = ["number", "sha256", "size_bytes", "float32_bytes", "metrics", "created_at"]
 
 
-class UpdateSerializer(serializers.ModelSerializer):
+class UpdateSerializer(ModelSerializer):
     client_name = serializers.CharField(source="client.name", read_only=True)
 
     class Meta:
@@ -87,7 +88,7 @@ class UpdateSerializer(serializers.ModelSerializer):
         fields = ["client", "client_name", "num_examples", "bytes_wire", "encoding", "sha256", "metrics", "decode_seconds", "received_at"]
 
 
-class RoundSerializer(serializers.ModelSerializer):
+class RoundSerializer(ModelSerializer):
     base_version = serializers.IntegerField(source="base_version.number", read_only=True)
     result_version = serializers.IntegerField(source="result_version.number", read_only=True, allow_null=True, default=None)
     expected = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
