@@ -8,6 +8,10 @@ device's cheapest requests. Here a request's synchronous part runs in one call o
 loop's shared pool (``ASGI_THREADS`` sizes it), whose threads, and their SQLite connections,
 live on. On PostgreSQL the connection goes back to the pool at the end of each call.
 """
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 from asgiref.sync import sync_to_async
 from django.core.handlers import base
 from django.core.handlers.asgi import ASGIHandler
@@ -22,10 +26,24 @@ def release_connection() -> None:
         close_old_connections()
 
 
+# Threads for synchronous request work, per process. Requests waiting for SQLite's one writer
+# hold theirs while they wait, so reads need threads beyond the writers'.
+POOL_THREADS = int(os.environ.get("ASGI_THREADS", 16))
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _ensure_pool() -> None:
+    loop = asyncio.get_running_loop()
+    if id(loop) not in _pools:
+        _pools[id(loop)] = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="request")
+        loop.set_default_executor(_pools[id(loop)])
+
+
 class _NoRequestThread(ASGIHandler):
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django serves HTTP here, not {scope['type']}")
+        _ensure_pool()
         await self.handle(scope, receive, send)  # no ThreadSensitiveContext: no thread per request
 
 

@@ -16,9 +16,12 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
+from django.http import JsonResponse
 
 from fedplatform.events import EVENTS_GROUP, relay
 from fedplatform.handlers import release_connection
+
+from .models import TERMINAL_RUN_STATUSES
 
 log = logging.getLogger("fedplatform.longpoll")
 # Channel-layer group memberships expire (a day, by default): renew well before.
@@ -31,6 +34,7 @@ class Waker:
     def __init__(self) -> None:
         self._parked: dict[int, dict[int, asyncio.Event]] = {}
         self._last_event: dict[int, float] = {}  # run -> when its last waking event arrived
+        self._ended: dict[int, tuple[str, float]] = {}  # run -> (terminal status, when seen)
         self._listener: asyncio.Task | None = None
         self._lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -71,8 +75,17 @@ class Waker:
         if kind == "round.opened":
             # Only the selected clients have work now, unless newcomers may fill free places.
             self.wake(data.get("run"), None if data.get("open_places") else set(data.get("expected") or []))
-        elif kind == "run.changed":
+        elif kind == "run.changed" and data.get("status") in TERMINAL_RUN_STATUSES:
+            # Every parked device of the run is told at once, from the event: a thousand devices
+            # asking the database again in the same second would cost seconds of CPU. Other run
+            # changes give no idle device work by themselves; a round they let open wakes its own.
+            self._ended[data.get("id")] = (data["status"], time.monotonic())
             self.wake(data.get("id"), None)
+
+    def ended(self, run_id: int, since: float) -> str | None:
+        """The terminal status of a run this process saw end after ``since``, or None."""
+        status, at = self._ended.get(run_id, (None, -1.0))
+        return status if at >= since else None
 
     def wake(self, run_id: int | None, clients: set[int] | None) -> None:
         self._last_event[run_id] = time.monotonic()
@@ -155,6 +168,9 @@ def long_poll(view_class):
             since = time.monotonic()
             woken = await waker.wait(run_id, client_id, remaining, since=looked)
             parked += time.monotonic() - since
+            ended = waker.ended(run_id, since=looked)
+            if ended is not None:
+                return held(JsonResponse({"code": f"run_{ended}", "detail": f"run {run_id} is {ended}"}, status=410))
             if not woken:
                 # Nothing happened: the first answer still holds, and looking again would double
                 # the cost of every idle poll. A round that opened at this very instant is seen
