@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 
 EVENTS_GROUP = "fed.events"
-RELAY_SECONDS = 0.1
+RELAY_SECONDS = 0.05
 # Rows committed out of id order (PostgreSQL) are caught by re-reading this many seconds back.
 RELAY_LOOKBACK_SECONDS = 3.0
 RELAY_BATCH = 500

@@ -130,9 +130,9 @@ _consumer = {
     "scheduler_interval": 1,
     "check_worker_health": True,
     # The embedded queue is polled: keep the poll short so a due round is picked up at once.
-    "initial_delay": 0.05,
+    "initial_delay": 0.02,
     "backoff": 1.15,
-    "max_delay": 0.1,
+    "max_delay": 0.05,
 }
 if REDIS_URL:
     HUEY = {
@@ -216,6 +216,8 @@ FEDPLATFORM = {
     "DATA_DIR": os.environ.get("FEDPLATFORM_DATA_DIR", ""),
     # Server-side evaluation examples: a seeded sample of the test split (0: all of it).
     "EVAL_LIMIT": int(os.environ.get("FEDPLATFORM_EVAL_LIMIT", 2000)),
+    # Evaluation runs beside aggregation and the devices' requests: one core, not all of them.
+    "EVAL_THREADS": int(os.environ.get("FEDPLATFORM_EVAL_THREADS", 1)),
     # Seconds a device is told to wait before polling again when there is nothing to do.
     "POLL_INTERVAL": float(os.environ.get("FEDPLATFORM_POLL_INTERVAL", 1.0)),
     # Longest ``?wait=`` a task long-poll is held, seconds.

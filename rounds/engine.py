@@ -423,14 +423,33 @@ def _record_federated_eval(version_id: int, metrics: dict) -> None:
 # ---------------------------------------------------------------------------------- evaluation
 
 
+def _claim_evaluation(version_id: int) -> int | None:
+    """Claim the newest pending version of ``version_id``'s run, that one included.
+
+    Each queued evaluation evaluates one version, so every version gets its metrics; but when
+    rounds outpace evaluations, the current model's come first (the one operators watch) and the
+    older ones fill in behind it.
+    """
+    run_id = ModelVersion.objects.filter(pk=version_id).values_list("run_id", flat=True).first()
+    if run_id is None:
+        return None
+    pending = ModelVersion.objects.filter(run_id=run_id, evaluation=EvaluationStatus.PENDING)
+    for candidate in pending.order_by("-number").values_list("pk", flat=True)[:10]:
+        if ModelVersion.objects.filter(pk=candidate, evaluation=EvaluationStatus.PENDING).update(
+            evaluation=EvaluationStatus.RUNNING, evaluation_claimed_at=timezone.now()
+        ):
+            return candidate
+    return None
+
+
 def version_evaluate(*, version_id: int) -> str | None:
-    """Test metrics of one global version, on the server's bounded test sample; fills in the
-    version's and its round's metrics and tells the dashboard. Claimed once."""
+    """Test metrics of a global version, on the server's bounded test sample; fills in the
+    version's and its round's metrics and tells the dashboard. Claimed once (see
+    ``_claim_evaluation`` for which version)."""
     from .evaluation import evaluate_arrays  # noqa: PLC0415 - torch loads only in engine workers
 
-    if not ModelVersion.objects.filter(pk=version_id, evaluation=EvaluationStatus.PENDING).update(
-        evaluation=EvaluationStatus.RUNNING, evaluation_claimed_at=timezone.now()
-    ):
+    version_id = _claim_evaluation(version_id)
+    if version_id is None:
         return None
     version = ModelVersion.objects.select_related("run").get(pk=version_id)
     started = time.perf_counter()

@@ -1,8 +1,11 @@
 """The engine's tasks on the Huey queue. Each is a thin call into ``rounds.engine``, which claims
 its work with conditional UPDATEs, so a task that runs twice, or on two workers at once, is safe."""
+import threading
+
 from django.conf import settings
 from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task
+from huey.exceptions import RetryTask
 
 from . import engine
 
@@ -12,9 +15,19 @@ def tick(run_id: int) -> None:
     engine.run_tick(run_id=run_id)
 
 
+# One evaluation at a time per engine worker: its other threads stay free for ticks and closes,
+# which must never queue behind a test-set pass.
+_evaluation_slot = threading.Semaphore(1)
+
+
 @db_task(name="fedplatform.evaluate")
 def evaluate(version_id: int) -> None:
-    engine.version_evaluate(version_id=version_id)
+    if not _evaluation_slot.acquire(blocking=False):
+        raise RetryTask(delay=1)
+    try:
+        engine.version_evaluate(version_id=version_id)
+    finally:
+        _evaluation_slot.release()
 
 
 @db_task(name="fedplatform.sweep")
