@@ -9,7 +9,7 @@ import logging
 import threading
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from huey.contrib.djhuey import HUEY
@@ -50,7 +50,22 @@ def _after_commit(enqueue) -> None:
 
 
 def request_tick(run_id: int) -> None:
-    """Ask the engine to look at a run: one conditional UPDATE, and one task per burst of requests."""
+    """Ask the engine to look at a run: one conditional UPDATE, and one task per burst of requests.
+
+    On PostgreSQL the mark waits for the caller's transaction to commit. The engine locks a run's
+    row before its clients' (opening a round), while a request that moves a client holds that
+    client's row when it asks for a tick: marking the run inside would lock the two rows in the
+    opposite order, and PostgreSQL would end one of them as a deadlock. SQLite's one write lock
+    is taken whole at BEGIN, so there the mark stays in the caller's transaction (one write
+    transaction, not two). A mark lost between commit and mark is found by the sweep.
+    """
+    if connection.vendor == "postgresql" and not HUEY.immediate:
+        transaction.on_commit(lambda: _mark_due(run_id))
+    else:
+        _mark_due(run_id)
+
+
+def _mark_due(run_id: int) -> None:
     now = timezone.now()
     fresh = Q(tick_requested_at__isnull=True) | Q(tick_requested_at__lt=now - TICK_REQUEST_TTL)
     if Run.objects.filter(fresh, pk=run_id).update(tick_requested_at=now):
