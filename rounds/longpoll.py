@@ -21,6 +21,8 @@ from django.http import JsonResponse
 from fedplatform.events import EVENTS_GROUP, relay
 from fedplatform.handlers import release_connection
 
+from clients.models import GONE_STATUSES
+
 from .models import TERMINAL_RUN_STATUSES
 
 log = logging.getLogger("fedplatform.longpoll")
@@ -75,6 +77,10 @@ class Waker:
         if kind == "round.opened":
             # Only the selected clients have work now, unless newcomers may fill free places.
             self.wake(data.get("run"), None if data.get("open_places") else set(data.get("expected") or []))
+        elif kind == "client.status" and data.get("status") in GONE_STATUSES:
+            # A kicked or departed device hears it at once (its next look is refused), not
+            # when its wait runs out.
+            self.wake(data.get("run"), {data.get("id")})
         elif kind == "run.changed" and data.get("status") in TERMINAL_RUN_STATUSES:
             # Every parked device of the run is told at once, from the event: a thousand devices
             # asking the database again in the same second would cost seconds of CPU. Other run

@@ -54,3 +54,14 @@ def test_a_paused_run_leaves_idle_polls_parked():
         return await poll, waker.ended(3, since=0.0)
 
     assert asyncio.run(scenario()) == (False, None)
+
+
+def test_a_kicked_client_is_woken_alone():
+    async def scenario():
+        waker = _waker()
+        kicked, other = _park(waker, 4, 40), _park(waker, 4, 41, timeout=0.3)
+        await asyncio.sleep(0.01)
+        waker.dispatch("client.status", {"id": 40, "run": 4, "status": "kicked"})
+        return await kicked, await other
+
+    assert asyncio.run(scenario()) == (True, False)
