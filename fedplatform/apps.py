@@ -11,10 +11,8 @@ class FedplatformConfig(AppConfig):
         from django.db import close_old_connections, reset_queries
 
         # Under ASGI Django sends request_started through async_to_sync machinery that runs each
-        # synchronous receiver in a thread of the request's own, kept until the request ends: a
-        # held long-poll would hold that thread for its whole wait. Both receivers tidy up the
-        # connections of the thread a request runs on, and an ASGI request gets a fresh thread
-        # (with no connections) for its synchronous work anyway; request_finished still closes
-        # what the request opened.
+        # synchronous receiver in a thread of its own: a held long-poll would hold that thread for
+        # its whole wait. Both receivers tidy the connections of the thread they run on, which is
+        # not the one a request's work runs on (fedplatform/handlers.py releases those itself).
         signals.request_started.disconnect(reset_queries)
         signals.request_started.disconnect(close_old_connections)
