@@ -44,7 +44,7 @@ def _row(page, client_id: int):
 def test_an_operator_watches_a_run_live_then_pauses_and_kicks_a_client(fed_server, operator_page):
     server, page = fed_server, operator_page
     run = server.create_run(
-        name="browser", arch="cnn", dataset="fashion-mnist", rounds=40, min_clients=2, clients_per_round=3,
+        name="browser", arch="cnn", dataset="fashion-mnist", rounds=1000, min_clients=2, clients_per_round=3,
         min_updates=1, local_epochs=1, batch_size=32, learning_rate=0.05, round_timeout=60,
     )
     page.goto(f"{server.url}/runs/{run['id']}/")
