@@ -5,6 +5,9 @@ Every error body is ``{"code": ..., "detail": ...}``.
 """
 from typing import Any
 
+from django.core.exceptions import DisallowedHost
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -62,6 +65,12 @@ def _first_code(codes: Any) -> str:
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, FedError):
         return Response({"code": exc.code, "detail": exc.detail}, status=exc.http_status)
+    # DRF turns Django's own 404 (an unknown id in a router's URL) and 403 into its exceptions only
+    # inside its handler; convert them here, so their bodies carry a code too.
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(*exc.args)
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(*exc.args)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -70,3 +79,17 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     elif isinstance(exc, exceptions.APIException):
         response.data = {"code": _first_code(exc.get_codes()), "detail": str(exc.detail)}
     return response
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """Django's own 400s (``handler400``), raised before any view runs, in the same JSON shape.
+
+    The commonest is a device that reaches the server by a name or address missing from
+    ``ALLOWED_HOSTS``; it must be told which, not be shown an empty HTML page.
+    """
+    if isinstance(exception, DisallowedHost):
+        # get_host() is what refused it: read the raw header instead.
+        host = request.META.get("HTTP_HOST") or request.META.get("SERVER_NAME", "")
+        detail = f"this server does not answer to the host {host[:200]!r}: add it to the server's ALLOWED_HOSTS"
+        return JsonResponse({"code": "disallowed_host", "detail": detail}, status=400)
+    return JsonResponse({"code": "bad_request", "detail": "the request was refused as malformed"}, status=400)

@@ -7,6 +7,9 @@ from clients.views import ClientViewSet
 from rounds.longpoll import long_poll
 from rounds.views import DeviceTaskView, HeartbeatView, RoundViewSet, RunViewSet, UpdateUploadView
 
+# Errors raised before a view (a host missing from ALLOWED_HOSTS, say) answer JSON like the API.
+handler400 = "fedplatform.errors.bad_request"
+
 router = DefaultRouter()
 router.register("clients", ClientViewSet, basename="client")
 router.register("runs", RunViewSet, basename="run")
