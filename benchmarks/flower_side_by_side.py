@@ -198,13 +198,13 @@ def round_rows(system: str, ends: list[float], first_start: float, records: list
 
 @functools.lru_cache(maxsize=None)
 def _local_data(work: Workload, partition: int):
-    from worker.localdata import prepare_data
+    from fedcore.tasks import DataRequest, load_task
 
-    # The fedplatform worker's own partitioning (IID, --seed, --limit): the same images.
-    return prepare_data(
-        "cifar10", root=Path(work.data), num_partitions=work.clients, partition_index=partition,
-        seed=work.seed, limit=work.samples,
-    )
+    # The fedplatform worker's own data path (the built-in task, IID, --seed, --limit): the same images.
+    task = load_task("fedcore.tasks.vision:image_classification")
+    request = DataRequest(root=Path(work.data), num_partitions=work.clients, partition_index=partition,
+                          seed=work.seed, limit=work.samples)
+    return task.load_data(task.validate_config({"arch": "cnn", "dataset": "cifar10"}), request)
 
 
 def new_model(work: Workload | None = None):
@@ -229,7 +229,10 @@ def device_fit(work: Workload, partition: int, base: dict, server_round: int) ->
     hp = Hyperparameters(work.epochs, work.batch_size, work.learning_rate, work.momentum, work.weight_decay)
     data = _local_data(work, partition)
     # The worker seeds round r's batches with r + its partition index (the task's seed is r).
-    result = local_round(new_model(), base, data, hp, seed=server_round + partition, device=torch.device("cpu"))
+    from fedcore.tasks import load_task
+
+    task = load_task("fedcore.tasks.vision:image_classification")
+    result = local_round(task, new_model(), base, data, hp, seed=server_round + partition, device=torch.device("cpu"))
     m = result.metrics
     metrics = {
         "num-examples": result.num_examples,

@@ -16,6 +16,10 @@ class RegisterSerializer(serializers.Serializer):
         help_text="encodings the device decodes; names this server does not know are ignored",
     )
     enrollment_key = serializers.CharField(required=False, write_only=True, max_length=200)
+    task = serializers.CharField(required=False, max_length=200, help_text="the task the device loaded")
+    manifest_digest = serializers.RegexField(
+        r"^[0-9a-f]{32}$", required=False, help_text="fingerprint of the device's model; must match the run's",
+    )
 
     def validate_accepts(self, value: list[str]) -> list[str]:
         # A newer worker may know encodings this server does not: keep only the ones both know.
@@ -33,8 +37,21 @@ class RegisteredSerializer(serializers.Serializer):
     name = serializers.CharField()
     status = serializers.CharField()
     run = serializers.IntegerField()
-    arch = serializers.CharField()
-    dataset = serializers.CharField()
+    task = serializers.CharField()
+    task_config = serializers.DictField()
+    manifest_digest = serializers.CharField()
+    upload_encoding = serializers.CharField()
+
+
+class EnrollmentSerializer(serializers.Serializer):
+    """What a device learns before it registers: the run it would join and what that run trains."""
+
+    run = serializers.IntegerField()
+    name = serializers.CharField()
+    status = serializers.CharField()
+    task = serializers.CharField()
+    task_config = serializers.DictField()
+    manifest_digest = serializers.CharField()
     upload_encoding = serializers.CharField()
 
 
@@ -63,8 +80,9 @@ class TaskSerializer(serializers.Serializer):
     round = serializers.IntegerField()
     round_number = serializers.IntegerField()
     run = serializers.IntegerField()
-    arch = serializers.CharField()
-    dataset = serializers.CharField()
+    task = serializers.CharField(help_text="the run's task, package.module:attribute")
+    task_config = serializers.DictField()
+    manifest_digest = serializers.CharField()
     base_version = serializers.IntegerField()
     model_url = serializers.CharField()
     upload_url = serializers.CharField()

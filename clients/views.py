@@ -1,18 +1,19 @@
 from django.conf import settings
 from django.utils.crypto import constant_time_compare
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from fedplatform.api import ErrorSerializer, IsClientSelfOrStaff
-from fedplatform.errors import Conflict, Forbidden, NotFound
+from fedplatform.errors import Conflict, Forbidden, Invalid, NotFound
 from rounds.models import TERMINAL_RUN_STATUSES, Run
 
 from . import services
 from .models import Client
 from .serializers import (
     ClientSerializer,
+    EnrollmentSerializer,
     RegisteredSerializer,
     RegisterSerializer,
 )
@@ -32,6 +33,28 @@ def _pick_run(run_id: int | None) -> Run:
     return run
 
 
+def _check_enrollment_key(given: str) -> None:
+    key = settings.FEDPLATFORM["ENROLLMENT_KEY"]
+    if key and not constant_time_compare(given or "", key):
+        raise Forbidden("registration needs a valid enrollment key", "bad_enrollment_key")
+
+
+def _run_task(run: Run) -> dict:
+    return {"run": run.pk, "task": run.task, "task_config": run.task_config,
+            "manifest_digest": run.manifest_digest, "upload_encoding": run.upload_encoding}
+
+
+def _check_model(run: Run, task: str | None, digest: str | None) -> None:
+    """A device must build the run's model: the same manifest, whatever it calls its task."""
+    if digest is not None and digest != run.manifest_digest:
+        raise Conflict(
+            f"this device's model (manifest {digest}) is not run {run.pk}'s ({run.task}, manifest "
+            f"{run.manifest_digest}); load the run's task with the run's configuration", "manifest_mismatch",
+        )
+    if digest is None and task is not None and task != run.task:
+        raise Conflict(f"run {run.pk} trains {run.task!r}, not {task!r}", "task_mismatch")
+
+
 class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Devices register and leave; operators list, pause, resume and kick them. (A device's task
     and heartbeats belong to its run's rounds: ``rounds.views``.)"""
@@ -40,7 +63,7 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     serializer_class = ClientSerializer
 
     def get_permissions(self):
-        if self.action == "create":
+        if self.action in ("create", "enrollment"):
             return [permissions.AllowAny()]
         if self.action in ("retrieve", "destroy"):
             return [IsClientSelfOrStaff()]
@@ -63,10 +86,9 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         data = RegisterSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        key = settings.FEDPLATFORM["ENROLLMENT_KEY"]
-        if key and not constant_time_compare(values.get("enrollment_key", ""), key):
-            raise Forbidden("registration needs a valid enrollment key", "bad_enrollment_key")
+        _check_enrollment_key(values.get("enrollment_key", ""))
         run = _pick_run(values.get("run"))
+        _check_model(run, values.get("task"), values.get("manifest_digest"))
         client, token = services.client_register(
             run=run,
             name=values["name"],
@@ -79,12 +101,27 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             "token": token,
             "name": client.name,
             "status": client.status,
-            "run": run.pk,
-            "arch": run.arch,
-            "dataset": run.dataset,
-            "upload_encoding": run.upload_encoding,
+            **_run_task(run),
         }
         return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("run", int, required=False, description="default: the newest active run"),
+                    OpenApiParameter("X-Enrollment-Key", str, OpenApiParameter.HEADER, required=False)],
+        responses={200: EnrollmentSerializer, **ERRORS}, auth=[],
+    )
+    @action(detail=False, methods=["get"])
+    def enrollment(self, request):
+        """The run a device would join and the task it trains, so the device can load the task
+        and its data before it registers (registration sends the example count)."""
+        _check_enrollment_key(request.headers.get("X-Enrollment-Key", ""))
+        run_id = request.query_params.get("run")
+        if run_id is not None and not (run_id.isascii() and run_id.isdigit() and 0 < len(run_id) <= 12):
+            raise Invalid("run must be a positive integer", "bad_parameter")
+        run = _pick_run(int(run_id) if run_id is not None else None)
+        if run.is_terminal:
+            raise Conflict(f"run {run.pk} is {run.status} and takes no clients", "run_closed")
+        return Response({**_run_task(run), "name": run.name, "status": run.status})
 
     @extend_schema(
         responses={204: OpenApiResponse(description="left (device) or kicked (operator)"), **ERRORS},

@@ -3,17 +3,19 @@
 The forms are plain HTML whose submit goes to the REST API as JSON; the API's serializer remains
 the one validator, these only pick the right input widget.
 """
+import json
 from dataclasses import dataclass
 
 from django.db import models
 
 from fedcore import codec
 from rounds.downloads import DOWNLOAD_ENCODINGS
+from rounds import runtask
 from rounds.models import TUNABLE_FIELDS, Run
 
 # What the "new run" form asks; everything else keeps the model's default.
 CREATE_FIELDS = (
-    "name", "arch", "dataset", "rounds", "min_clients", "clients_per_round", "min_updates",
+    "name", "task", "task_config", "rounds", "min_clients", "clients_per_round", "min_updates",
     "local_epochs", "batch_size", "learning_rate", "round_timeout", "upload_encoding",
 )
 # Uploads may use any encoding; downloads only the dense ones (see rounds.downloads).
@@ -24,7 +26,7 @@ ENCODING_CHOICES = {"upload_encoding": codec.ENCODINGS, "download_encoding": DOW
 class FieldSpec:
     name: str
     label: str
-    kind: str  # text | int | float | bool | choice
+    kind: str  # text | int | float | bool | choice | json
     help: str
     default: object
     choices: tuple[tuple[str, str], ...] = ()
@@ -34,6 +36,13 @@ def spec(name: str) -> FieldSpec:
     field = Run._meta.get_field(name)
     label = str(field.verbose_name).replace("_", " ")
     default = field.get_default()
+    if name == "task":
+        offered = [runtask.describe(path) for path in runtask.offered_tasks()]
+        choices = tuple((t["path"], f"{t['title'] or t['path']} ({t['path']})") for t in offered if t["available"])
+        return FieldSpec(name, label, "choice", str(field.help_text), default, choices)
+    if name == "task_config":
+        # Prefilled with the default task's settings; the page swaps them when the task changes.
+        return FieldSpec(name, label, "json", "JSON: the task's settings", json.dumps(runtask.describe(Run._meta.get_field("task").get_default())["config_defaults"]))
     if name in ENCODING_CHOICES:
         choices = tuple((e, e) for e in ENCODING_CHOICES[name])
         return FieldSpec(name, label, "choice", str(field.help_text), default, choices)
@@ -56,3 +65,8 @@ def tunable_specs() -> list[FieldSpec]:
 
 def create_specs() -> list[FieldSpec]:
     return [spec(name) for name in CREATE_FIELDS]
+
+
+def task_defaults() -> dict[str, dict]:
+    """Each offered task's configuration defaults, for the new-run dialog."""
+    return {path: runtask.describe(path)["config_defaults"] for path in runtask.offered_tasks()}

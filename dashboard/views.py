@@ -20,6 +20,7 @@ def _page(request: HttpRequest, run: Run | None) -> HttpResponse:
         "snapshot": snapshot.build(run) if run else snapshot.empty(),
         "tunable_fields": fields.tunable_specs(),
         "create_fields": fields.create_specs(),
+        "task_defaults": fields.task_defaults(),
     }
     return render(request, "dashboard/run.html", context)
 

@@ -74,7 +74,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -269,10 +269,15 @@ def encode(
     kind: str = "full",
     base_version: int | None = None,
     meta: dict | None = None,
+    exact: Collection[str] = (),
 ) -> bytes:
-    """Serialise named arrays into one FEDT blob (see the module docstring)."""
+    """Serialise named arrays into one FEDT blob (see the module docstring).
+
+    Float tensors named in ``exact`` go as lossless float32 whatever ``encoding`` says: running
+    statistics such as BatchNorm's variances are not updates and must never be quantized.
+    """
     return _encode(arrays, encoding=encoding, shuffle=shuffle, level=level, kind=kind,
-                   base_version=base_version, meta=meta, reconstruct=False)[0]
+                   base_version=base_version, meta=meta, reconstruct=False, exact=exact)[0]
 
 
 def encode_with_reconstruction(
@@ -284,6 +289,7 @@ def encode_with_reconstruction(
     kind: str = "full",
     base_version: int | None = None,
     meta: dict | None = None,
+    exact: Collection[str] = (),
 ) -> tuple[bytes, dict[str, np.ndarray]]:
     """``encode`` plus exactly what ``decode`` will return for it, without decoding.
 
@@ -291,7 +297,7 @@ def encode_with_reconstruction(
     rebuilding them here skips a decompression and gives the same bits as the decoder.
     """
     blob, recon = _encode(arrays, encoding=encoding, shuffle=shuffle, level=level, kind=kind,
-                          base_version=base_version, meta=meta, reconstruct=True)
+                          base_version=base_version, meta=meta, reconstruct=True, exact=exact)
     assert recon is not None
     return blob, recon
 
@@ -306,6 +312,7 @@ def _encode(
     base_version: int | None,
     meta: dict | None,
     reconstruct: bool,
+    exact: Collection[str] = (),
 ) -> tuple[bytes, dict[str, np.ndarray] | None]:
     if encoding not in ENCODINGS:
         raise CodecError("bad_argument", f"encoding must be one of {ENCODINGS}, got {encoding!r}")
@@ -327,7 +334,7 @@ def _encode(
         dtype = a.dtype.name
         tensor_shuffle = bool(shuffle)
         if dtype in _FLOAT_DTYPES:
-            enc = _tensor_encoding(encoding, a.shape)
+            enc = "float32" if name in exact else _tensor_encoding(encoding, a.shape)
             if enc in DELTA_ONLY_ENCODINGS:
                 data, values = _encode_quantized(name, a, enc)
                 tensor_shuffle = False

@@ -14,7 +14,7 @@ residual's worth of progress; persisting it would tie a worker's disk to a run f
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,12 +51,14 @@ class ErrorFeedback:
         encoding: str,
         base_version: int,
         meta: dict | None = None,
+        exact: Collection[str] = (),
     ) -> PendingUpdate:
         """Encode ``delta`` plus the carried residual as a delta blob; nothing changes until
-        ``commit``: an update the server never counted must not consume the residual."""
+        ``commit``: an update the server never counted must not consume the residual.
+        Tensors named in ``exact`` (a model's buffers) go lossless."""
         to_send = self._compensated(delta)
         body, decoded = codec.encode_with_reconstruction(
-            to_send, encoding=encoding, kind="delta", base_version=base_version, meta=meta
+            to_send, encoding=encoding, kind="delta", base_version=base_version, meta=meta, exact=exact
         )
         residual: dict[str, np.ndarray] = {}
         if encoding not in codec.LOSSLESS_ENCODINGS:  # lossless leaves nothing behind

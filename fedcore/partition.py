@@ -113,3 +113,33 @@ def label_skew(labels: np.ndarray, parts: list[np.ndarray]) -> float:
         counts = np.array([np.count_nonzero(labels[p] == c) for c in classes])
         distances.append(0.5 * np.abs(counts / counts.sum() - global_dist).sum())
     return float(np.mean(distances))
+
+
+def split_indices(
+    indices: np.ndarray,
+    *,
+    eval_fraction: float,
+    seed: int,
+    partition_index: int,
+    limit: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split a partition's indices into disjoint (train, eval) index arrays.
+
+    The shuffle is seeded by ``(seed, partition_index)``: deterministic for one device, different
+    between devices. ``limit`` caps the training examples; the held-out split is capped in
+    proportion so that a quick demo does not spend most of its time evaluating.
+    """
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    rng = np.random.default_rng([seed, partition_index])
+    shuffled = rng.permutation(np.asarray(indices, dtype=np.int64))
+    n = shuffled.size
+    n_eval = min(int(round(eval_fraction * n)), max(n - 1, 0))  # always keep one to train on
+    eval_part, train_part = shuffled[:n_eval], shuffled[n_eval:]
+    if limit is not None:
+        train_part = train_part[:limit]
+        if eval_fraction > 0:
+            eval_cap = max(1, int(round(limit * eval_fraction / (1.0 - eval_fraction))))
+            eval_part = eval_part[:eval_cap]
+    # Sorted: the order carries no information (training shuffles) and sorted gathers are faster.
+    return np.sort(train_part), np.sort(eval_part)

@@ -97,3 +97,10 @@ def add(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict[str, n
         else:
             out[name] = np.add(x, y.astype(x.dtype, copy=False))
     return out
+
+
+def buffer_names(model: torch.nn.Module) -> frozenset[str]:
+    """State-dict names of the model's buffers (BatchNorm statistics and the like): statistics,
+    not trained weights, so uploads send them losslessly (see ``codec.encode``'s ``exact``)."""
+    state = model.state_dict()
+    return frozenset(name for name, _ in model.named_buffers() if name in state)

@@ -51,9 +51,11 @@ def train(
     weight_decay: float = 0.0,
     seed: int = 0,
     on_batch: OnBatch | None = None,
+    drop_last: bool = False,
 ) -> dict:
     """Train in place with SGD; return last-epoch {"loss", "accuracy", "examples"}.
 
+    ``drop_last`` skips each epoch's final partial batch (BatchNorm cannot train on one row).
     Batches come from a seeded per-epoch shuffle (weight init and dropout are the
     caller's business). The data stays where it is and is moved one batch at a time,
     so large datasets need not fit in GPU memory. Afterwards the model is back on its
@@ -69,11 +71,11 @@ def train(
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     n = len(x)
-    num_batches = math.ceil(n / batch_size)
+    num_batches = n // batch_size if drop_last and n >= batch_size else math.ceil(n / batch_size)
     try:
         for epoch in range(epochs):
             order = torch.randperm(n, generator=generator)
-            loss_sum, correct = 0.0, 0
+            loss_sum, correct, seen = 0.0, 0, 0
             for b in range(num_batches):
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
@@ -89,11 +91,12 @@ def train(
                     )
                 loss_sum += value * len(idx)
                 correct += int((logits.argmax(1) == yb).sum())
+                seen += len(idx)
                 if on_batch is not None:
                     on_batch(epoch, b, num_batches, value)
     finally:
         model.to(original).eval()
-    return {"loss": loss_sum / n, "accuracy": correct / n, "examples": n}
+    return {"loss": loss_sum / seen, "accuracy": correct / seen, "examples": n}
 
 
 @torch.no_grad()

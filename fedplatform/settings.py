@@ -212,6 +212,9 @@ FEDPLATFORM = {
     "MAX_UPLOAD_BYTES": int(os.environ.get("FEDPLATFORM_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)),
     # When set, registration requires this key.
     "ENROLLMENT_KEY": os.environ.get("FEDPLATFORM_ENROLLMENT_KEY", ""),
+    # Task paths offered beside the built-in and those installed packages declare (comma-separated
+    # package.module:attribute); a run may name only an offered task.
+    "TASKS": [t.strip() for t in os.environ.get("FEDPLATFORM_TASKS", "").split(",") if t.strip()],
     # Where the server looks for its evaluation data (empty: fedcore's default search).
     "DATA_DIR": os.environ.get("FEDPLATFORM_DATA_DIR", ""),
     # Server-side evaluation examples: a seeded sample of the test split (0: all of it).

@@ -5,7 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from clients.views import ClientViewSet
 from rounds.longpoll import long_poll
-from rounds.views import DeviceTaskView, HeartbeatView, RoundViewSet, RunViewSet, UpdateUploadView
+from rounds.views import DeviceTaskView, HeartbeatView, RoundViewSet, RunViewSet, TaskListView, UpdateUploadView
 
 # Errors raised before a view (a host missing from ALLOWED_HOSTS, say) answer JSON like the API.
 handler400 = "fedplatform.errors.bad_request"
@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/v1/rounds/<int:round_id>/updates/<int:client_id>/", UpdateUploadView.as_view(), name="update-upload"),
     path("api/v1/clients/<int:pk>/task/", long_poll(DeviceTaskView), name="client-task"),
     path("api/v1/clients/<int:pk>/heartbeat/", HeartbeatView.as_view(), name="client-heartbeat"),
+    path("api/v1/tasks/", TaskListView.as_view(), name="task-list"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

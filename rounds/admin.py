@@ -6,7 +6,9 @@ from django.contrib import admin, messages
 
 from fedplatform.errors import FedError
 
-from . import lifecycle
+from fedcore.tasks.registry import BUILTIN_TASK
+
+from . import lifecycle, runtask
 from .models import TUNABLE_FIELDS, ModelVersion, Round, Run, RunConfig, Update
 
 # Editable on an existing run: a label, and the configuration an operator may tune mid-run.
@@ -78,6 +80,14 @@ class RunAdminForm(forms.ModelForm):
         model = Run
         fields = "__all__"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "task" in self.fields:  # only on creation: a run's task is fixed once it exists
+            self.fields["task"] = forms.ChoiceField(
+                choices=[(path, f"{path} ({runtask.describe(path)['title']})") for path in runtask.offered_tasks()],
+                initial=BUILTIN_TASK, help_text="the offered tasks: built-in, installed packages', FEDPLATFORM_TASKS",
+            )
+
     def clean(self):
         cleaned = super().clean()
         if self.instance.pk and self.instance.is_terminal and set(self.changed_data) & set(TUNABLE_FIELDS):
@@ -88,10 +98,10 @@ class RunAdminForm(forms.ModelForm):
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
     form = RunAdminForm
-    list_display = ["name", "status", "arch", "dataset", "rounds", "clients_per_round", "created_at"]
-    list_filter = ["status", "arch", "dataset"]
+    list_display = ["name", "status", "task", "rounds", "clients_per_round", "created_at"]
+    list_filter = ["status", "task"]
     search_fields = ["name"]
-    readonly_fields = ["status", "created_at", "started_at", "finished_at"]
+    readonly_fields = ["status", "manifest_digest", "created_at", "started_at", "finished_at"]
     actions = [start, pause, resume, stop]
     inlines = [RunConfigInline, RoundInline]
 

@@ -1,4 +1,4 @@
-"""Model and update blobs in Django storage, and the model layout each run expects."""
+"""Model and update blobs in Django storage."""
 import functools
 import hashlib
 
@@ -7,9 +7,6 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from fedcore import codec
-from fedcore.data import DATASETS
-from fedcore.nets import build_model
-from fedcore.state import state_to_arrays
 
 
 def sha256(data: bytes) -> str:
@@ -31,24 +28,6 @@ def store(prefix: str, data: bytes, digest: str) -> str:
 def load(name: str) -> bytes:
     with default_storage.open(name, "rb") as handle:
         return handle.read()
-
-
-def initial_arrays(arch: str, dataset: str, seed: int) -> dict[str, np.ndarray]:
-    info = DATASETS[dataset]
-    model = build_model(
-        arch,
-        in_channels=info.in_channels,
-        num_classes=info.num_classes,
-        image_size=info.image_size,
-        seed=seed,
-    )
-    return state_to_arrays(model)
-
-
-@functools.lru_cache(maxsize=16)
-def manifest_for(arch: str, dataset: str) -> codec.Manifest:
-    """Names, dtypes and shapes every upload for this model must match exactly."""
-    return codec.manifest_of(initial_arrays(arch, dataset, seed=0))
 
 
 @functools.lru_cache(maxsize=8)

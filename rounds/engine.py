@@ -455,7 +455,7 @@ def version_evaluate(*, version_id: int) -> str | None:
     started = time.perf_counter()
     found: dict = {}
     try:
-        result = evaluate_arrays(version.run.arch, version.run.dataset, blobs.decoded_version(version.blob.name, version.sha256))
+        result = evaluate_arrays(version.run, blobs.decoded_version(version.blob.name, version.sha256))
     except Exception as exc:
         log.exception("run %s: evaluating version %s failed", version.run_id, version.number)
         outcome, found = EvaluationStatus.FAILED, {"evaluation_error": f"{type(exc).__name__}: {exc}"[:300]}
@@ -464,7 +464,7 @@ def version_evaluate(*, version_id: int) -> str | None:
             outcome = EvaluationStatus.SKIPPED
         else:
             outcome = EvaluationStatus.DONE
-            found = {"test_accuracy": result["accuracy"], "test_loss": result["loss"], "test_examples": result.get("examples")}
+            found = {f"test_{name}": value for name, value in result.items()}
     found["evaluation_seconds"] = round(time.perf_counter() - started, 3)
     with transaction.atomic():
         _lock_run(version.run_id)

@@ -9,7 +9,9 @@ from django.utils import timezone
 from fedplatform.errors import Conflict, Invalid
 from fedplatform.events import emit
 
-from . import blobs, dispatch
+from fedcore.tasks.registry import BUILTIN_TASK
+
+from . import dispatch, runtask
 from .engine import store_version
 from .models import TERMINAL_RUN_STATUSES, TUNABLE_FIELDS, RoundStatus, Run, RunConfig, RunStatus
 from .shapes import run_shape
@@ -19,14 +21,25 @@ def _tunables(run: Run) -> dict:
     return {field: getattr(run, field) for field in TUNABLE_FIELDS}
 
 
-def run_create(*, author: str = "", **config) -> Run:
+def run_create(
+    *, author: str = "", task: str = BUILTIN_TASK, task_config: dict | None = None,
+    arch: str | None = None, dataset: str | None = None, **config,
+) -> Run:
     """Create a run in ``draft`` with its initial global model (version 0) and config version 1.
 
-    The initial model's baseline evaluation is queued; the request does not wait for it.
+    ``arch`` and ``dataset`` are shorthand for the built-in image task's configuration. The
+    initial model's baseline evaluation is queued; the request does not wait for it.
     """
-    run = Run(**config)
+    task_config = dict(task_config or {})
+    if arch is not None or dataset is not None:
+        if task != BUILTIN_TASK:
+            raise Invalid(f"arch and dataset configure the built-in task {BUILTIN_TASK}; put {task}'s "
+                          "settings in task_config", "invalid_task_config")
+        task_config.update({k: v for k, v in (("arch", arch), ("dataset", dataset)) if v is not None})
+    values, digest = runtask.resolve(task, task_config)
+    run = Run(task=task, task_config=values, manifest_digest=digest, **config)
     run.full_clean()
-    arrays = blobs.initial_arrays(run.arch, run.dataset, run.seed)
+    arrays = runtask.initial_arrays(run)
     with transaction.atomic():
         run.save()
         RunConfig.objects.create(run=run, version=1, values=_tunables(run), changed=[], author=author)

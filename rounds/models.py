@@ -1,6 +1,8 @@
 from django.db import models
 from django.db.models import Q
 
+from fedcore.tasks.registry import BUILTIN_TASK
+
 
 class RunStatus(models.TextChoices):
     DRAFT = "draft"
@@ -17,22 +19,16 @@ TERMINAL_RUN_STATUSES = frozenset({RunStatus.FINISHED, RunStatus.STOPPED, RunSta
 class Run(models.Model):
     """One federated training job and its configuration."""
 
-    class Arch(models.TextChoices):
-        CNN = "cnn", "small CNN"
-        RESNET18 = "resnet18", "ResNet-18 (CIFAR form)"
-        RESNET50 = "resnet50", "ResNet-50 (CIFAR form)"
-
-    class Dataset(models.TextChoices):
-        FASHION_MNIST = "fashion-mnist", "Fashion-MNIST"
-        CIFAR10 = "cifar10", "CIFAR-10"
-
     class Strategy(models.TextChoices):
         FEDAVG = "fedavg", "FedAvg (sample-weighted mean of deltas)"
 
     name = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.DRAFT)
-    arch = models.CharField(max_length=16, choices=Arch.choices, default=Arch.CNN)
-    dataset = models.CharField(max_length=16, choices=Dataset.choices, default=Dataset.FASHION_MNIST)
+    # What is trained: a fedcore task by import path, its validated configuration, and the
+    # fingerprint of the model it builds, which devices must match to join.
+    task = models.CharField(max_length=200, default=BUILTIN_TASK, help_text="package.module:attribute")
+    task_config = models.JSONField(default=dict, blank=True, help_text="the task's configuration, defaults filled in")
+    manifest_digest = models.CharField(max_length=64, editable=False, help_text="tensor names, dtypes and shapes")
     strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.FEDAVG)
     rounds = models.PositiveIntegerField(default=5, help_text="total rounds to train")
     min_clients = models.PositiveIntegerField(default=2, help_text="ready clients needed to open a round")

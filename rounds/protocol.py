@@ -17,7 +17,7 @@ from fedcore import codec
 from fedplatform.errors import Conflict, Forbidden, Gone, Invalid, TooLarge
 from fedplatform.events import emit
 
-from . import blobs, dispatch
+from . import blobs, dispatch, runtask
 from .models import TERMINAL_RUN_STATUSES, ModelVersion, Round, RoundStatus, Run, Update
 from .shapes import round_shape
 
@@ -88,8 +88,9 @@ def task_body(rnd: Round, client: Client) -> dict:
         "round": rnd.pk,
         "round_number": rnd.number,
         "run": run.pk,
-        "arch": run.arch,
-        "dataset": run.dataset,
+        "task": run.task,
+        "task_config": run.task_config,
+        "manifest_digest": run.manifest_digest,
         "base_version": version,
         "model_url": f"/api/v1/runs/{run.pk}/model/?version={version}",
         "upload_url": f"/api/v1/rounds/{rnd.pk}/updates/{client.pk}/",
@@ -201,7 +202,7 @@ def update_accept(
         raise Forbidden(f"you are not selected for round {rnd.number}", "not_selected")
     if num_examples < 1:
         raise Invalid("X-Num-Examples must be a positive integer", "bad_num_examples")
-    manifest = blobs.manifest_for(rnd.run.arch, rnd.run.dataset)
+    manifest = runtask.run_manifest(rnd.run)
     started = time.perf_counter()
     try:
         decoded = codec.decode(body, manifest=manifest, kind="delta", max_bytes=codec.float32_size(manifest))

@@ -1,25 +1,31 @@
 from rest_framework import serializers
 
 from fedcore import codec
+from fedcore.tasks.registry import BUILTIN_TASK
 from fedplatform.serializers import ModelSerializer
 
 from .downloads import DOWNLOAD_ENCODINGS
 from .models import TUNABLE_FIELDS, ModelVersion, Round, Run, RunConfig, RoundStatus, Update
 
 CONFIG_FIELDS = [
-    "name", "arch", "dataset", "strategy", "rounds", "min_clients", "clients_per_round", "min_updates",
+    "name", "task", "task_config", "arch", "dataset", "strategy", "rounds", "min_clients", "clients_per_round", "min_updates",
     "local_epochs", "batch_size", "learning_rate", "momentum", "weight_decay", "round_timeout",
     "offline_after", "upload_encoding", "download_encoding", "seed", "allow_backfill",
 ]
 DEFAULT_UPLOAD_ENCODING = "int4"
 # Fixed once a run exists: changing them would invalidate every stored version and update.
-IMMUTABLE_FIELDS = {"arch", "dataset", "seed"}
+IMMUTABLE_FIELDS = {"task", "task_config", "seed"}
 
 
 class RunSerializer(ModelSerializer):
     # int4 with error feedback: about a quarter of the prototype's bytes at float32's accuracy
     # (benchmarks/results/accuracy_cost_*.md).
     upload_encoding = serializers.ChoiceField(choices=codec.ENCODINGS, default=DEFAULT_UPLOAD_ENCODING)
+    task = serializers.CharField(max_length=200, default=BUILTIN_TASK, help_text="an offered task (GET tasks/), package.module:attribute")
+    task_config = serializers.JSONField(default=dict, help_text="the task's configuration; defaults fill what is left out")
+    # Shorthand for the built-in image task's configuration (task_config arch / dataset).
+    arch = serializers.CharField(max_length=32, required=False, write_only=True)
+    dataset = serializers.CharField(max_length=32, required=False, write_only=True)
     download_encoding = serializers.ChoiceField(choices=DOWNLOAD_ENCODINGS, default="float32")
     current_version = serializers.SerializerMethodField()
     completed_rounds = serializers.SerializerMethodField()
@@ -32,10 +38,10 @@ class RunSerializer(ModelSerializer):
     class Meta:
         model = Run
         fields = [
-            "id", "status", *CONFIG_FIELDS, "current_version", "completed_rounds", "config_version",
+            "id", "status", *CONFIG_FIELDS, "manifest_digest", "current_version", "completed_rounds", "config_version",
             "config_in_force", "config", "created_at", "started_at", "finished_at",
         ]
-        read_only_fields = ["id", "status", "created_at", "started_at", "finished_at"]
+        read_only_fields = ["id", "status", "manifest_digest", "created_at", "started_at", "finished_at"]
 
     def get_config_version(self, run: Run) -> int | None:
         return run.configs.order_by("-version").values_list("version", flat=True).first()
@@ -56,6 +62,8 @@ class RunSerializer(ModelSerializer):
 
     def validate(self, attrs: dict) -> dict:
         if self.instance is not None:
+            if attrs.keys() & {"arch", "dataset"}:
+                raise serializers.ValidationError({"task_config": "cannot change once the run exists"})
             changed = {f for f in IMMUTABLE_FIELDS & attrs.keys() if attrs[f] != getattr(self.instance, f)}
             if changed:
                 raise serializers.ValidationError({f: "cannot change once the run exists" for f in changed})

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.http import HttpResponse, HttpResponseNotModified
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, permissions, renderers, status, viewsets
+from rest_framework import mixins, permissions, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,7 +14,7 @@ from fedplatform.errors import Forbidden, Invalid, NotFound
 
 from clients.serializers import HeartbeatReplySerializer, HeartbeatSerializer, TaskSerializer
 
-from . import lifecycle, protocol
+from . import lifecycle, protocol, runtask
 from .models import Round, Run
 from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer, RunConfigSerializer, RunSerializer
 
@@ -140,6 +140,24 @@ class RunViewSet(
         if request.accepted_renderer.format == "json":
             return Response(codec.to_json(codec.decode(data)), headers=headers)
         return HttpResponse(data, content_type=codec.CONTENT_TYPE, headers=headers)
+
+
+class TaskInfoSerializer(serializers.Serializer):
+    path = serializers.CharField(help_text="package.module:attribute, what a run's task names")
+    title = serializers.CharField()
+    config_defaults = serializers.DictField(help_text="every configuration key and its default")
+    available = serializers.BooleanField(help_text="false: offered but it cannot be imported here")
+    error = serializers.CharField(help_text="why it cannot be imported, if it cannot")
+
+
+class TaskListView(APIView):
+    """The tasks a run may name: the built-in, those installed packages declare, FEDPLATFORM_TASKS."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(responses={200: TaskInfoSerializer(many=True), **ERRORS})
+    def get(self, request):
+        return Response([runtask.describe(path) for path in runtask.offered_tasks()])
 
 
 class RoundViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -3,24 +3,24 @@ from __future__ import annotations
 
 import json
 import time
+from types import MappingProxyType
 
 import numpy as np
 import torch
 
 from fedcore.codec import CONTENT_TYPE, CodecError, manifest_of
-from fedcore.data import DATASETS, DatasetNotFound
 from fedcore.feedback import ErrorFeedback
-from fedcore.nets import build_model
-from fedcore.state import state_to_arrays
+from fedcore.state import buffer_names, state_to_arrays
+from fedcore.tasks import DataRequest, DeviceData, TaskError, load_task, manifest_digest, seeded_model
+from fedcore.tasks import Task as FederatedTask
 from fedcore.training import pick_device
 from worker.config import WorkerConfig
 from worker.deviceinfo import device_info
 from worker.exitcodes import ExitCode, WorkerExit
-from worker.localdata import LocalData, prepare_data
 from worker.log import Log
 from worker.modelcache import ModelCache
 from worker.progress import StopRequested, TrainingAborted, TrainingProgress
-from worker.registration import Registration, register
+from worker.registration import Registration, enrollment, register
 from worker.session import ApiError, ApiSession, ServerUnreachable, retry_after
 from worker.signals import Interrupted, interruptible
 from worker.task import BadTask, Task
@@ -31,14 +31,6 @@ IDLE_MAX_SECONDS = 60.0  # never sleep longer than this between polls, whatever 
 ERROR_PAUSE_SECONDS = 5.0  # after a failed task (bad model download, server 500), before polling
 LEAVE_TIMEOUT = (2.0, 3.0)  # leaving is best effort: never hang a Ctrl-C on a dead server
 HEARTBEAT_TIMEOUT = (2.0, 5.0)
-
-
-def _data_help(name: str, err: Exception) -> str:
-    return (
-        f"dataset {name!r} not found ({err}).\n"
-        f"  Get it with --download (needs internet), or point --data at the dataset file or "
-        f"directory (e.g. --data /usr/share/datasets/{name})."
-    )
 
 
 def _is_kicked(err: ApiError) -> bool:
@@ -60,10 +52,12 @@ class Agent:
         # worker starts from zero (at most one round's quantization error is lost).
         self.feedback = ErrorFeedback()
         self.registration: Registration | None = None
-        self.data: LocalData | None = None
+        self.task: FederatedTask | None = None
+        self.task_config: dict = {}
+        self.data: DeviceData | None = None
         self.device: torch.device | None = None
-        self._model: torch.nn.Module | None = None
-        self._model_arch: str | None = None
+        self._model: torch.nn.Module | None = None  # built once: every round overwrites its weights
+        self._buffers: frozenset[str] = frozenset()
         self._idle_logged = False  # log "waiting" once per idle stretch, not once per poll
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -107,80 +101,52 @@ class Agent:
             raise WorkerExit(ExitCode.USAGE, str(err)) from err
 
     def _join(self) -> None:
-        """Prepare data and register, agreeing with the server on the dataset."""
+        """Learn the run's task, load it and this device's data, then register with the run."""
         cfg = self.config
-        if cfg.dataset:
-            self.data = self._prepare(cfg.dataset, download=cfg.download)
-        else:
-            self.data = self._local_guess()
-        self.registration = self._register(cfg.run)
-        wanted, have = self.registration.dataset, self.data.info.name
-        if wanted == have:
-            return
-        if cfg.dataset:
-            raise WorkerExit(ExitCode.USAGE, f"run {self.registration.run} trains on {wanted!r}, "
-                                             f"not --dataset {cfg.dataset!r}")
-        # The guess was wrong. num_examples must describe the real data, so leave and register
-        # again (for the same run) once the run's dataset is loaded.
-        self.log(f"run {self.registration.run} trains on {wanted!r}; re-registering with it")
-        run = self.registration.run
-        self._leave()
-        self.data = self._prepare(wanted, download=cfg.download)
-        self.registration = self._register(run)
+        run_task = enrollment(self.session, run=cfg.run, enrollment_key=cfg.enrollment_key, log=self.log)
+        path = cfg.task or run_task.task
+        try:
+            self.task = load_task(path)
+            self.task_config = self.task.validate_config(run_task.task_config)
+        except TaskError as err:
+            raise WorkerExit(ExitCode.TASK, f"cannot use run {run_task.run}'s task {path}: {err}") from err
+        model = seeded_model(self.task, self.task_config, seed=0)
+        digest = manifest_digest(manifest_of(state_to_arrays(model)))
+        if digest != run_task.manifest_digest:
+            raise WorkerExit(ExitCode.TASK, (
+                f"task {path} builds a different model (manifest {digest}) from run {run_task.run}'s "
+                f"{run_task.task} (manifest {run_task.manifest_digest})"))
+        self._model = model
+        self._buffers = buffer_names(model)
+        try:
+            self.data = self.task.load_data(self.task_config, self._data_request())
+        except TaskError as err:
+            raise WorkerExit(ExitCode.USAGE, f"no data for {path}: {err}") from err
+        self.log(f"data: {self.data.description or f'{self.data.num_train} train + {self.data.num_eval} eval examples'}")
+        self.registration = self._register(run_task.run, path, digest)
 
-    def _local_guess(self) -> LocalData:
-        """Data for the first dataset found on disk, used when --dataset is not given.
-
-        Registration must send ``num_examples`` before the server names the run's dataset;
-        guessing from what is installed is right whenever one dataset is installed, and
-        ``_join`` corrects a wrong guess.
-        """
-        for name in DATASETS:
-            try:
-                return self._load(name, download=False)
-            except DatasetNotFound:
-                continue
-        raise WorkerExit(
-            ExitCode.USAGE,
-            "no dataset found locally and --dataset not given. Name the run's dataset with "
-            "--dataset (add --download to fetch it), or point --data at its files.",
+    def _data_request(self) -> DataRequest:
+        cfg = self.config
+        options = dict(cfg.task_options)
+        if cfg.dataset:
+            options.setdefault("dataset", cfg.dataset)
+        return DataRequest(
+            root=cfg.data, download=cfg.download, partition=cfg.partition, alpha=cfg.alpha,
+            shards_per_partition=cfg.shards_per_client, num_partitions=cfg.num_partitions,
+            partition_index=cfg.partition_index, seed=cfg.seed, limit=cfg.limit,
+            eval_fraction=cfg.eval_fraction, options=MappingProxyType(options),
         )
 
-    def _prepare(self, dataset: str, *, download: bool) -> LocalData:
-        try:
-            return self._load(dataset, download=download)
-        except DatasetNotFound as err:
-            raise WorkerExit(ExitCode.USAGE, _data_help(dataset, err)) from err
-
-    def _load(self, dataset: str, *, download: bool) -> LocalData:
-        cfg = self.config
-        try:
-            data = prepare_data(
-                dataset, root=cfg.data, download=download, scheme=cfg.partition,
-                alpha=cfg.alpha, shards_per_partition=cfg.shards_per_client,
-                num_partitions=cfg.num_partitions, partition_index=cfg.partition_index,
-                seed=cfg.seed, limit=cfg.limit, eval_fraction=cfg.eval_fraction,
-            )
-        except DatasetNotFound:
-            raise
-        except (ValueError, OSError) as err:  # an empty partition, corrupt files, failed download
-            raise WorkerExit(ExitCode.USAGE, f"cannot prepare {dataset}: {err}") from err
-        self.log(
-            f"data: {dataset} partition {cfg.partition_index}/{cfg.num_partitions} "
-            f"({cfg.partition}), {data.num_train} train + {data.num_eval} eval examples"
-        )
-        return data
-
-    def _register(self, run: int | None) -> Registration:
+    def _register(self, run: int, task: str, digest: str) -> Registration:
         assert self.data is not None and self.device is not None
         self.session.token = None
         reg = register(
             self.session, name=self.config.name, num_examples=self.data.num_train,
-            device=device_info(self.device), run=run, enrollment_key=self.config.enrollment_key,
-            log=self.log,
+            device=device_info(self.device), run=run, task=task, manifest_digest=digest,
+            enrollment_key=self.config.enrollment_key, log=self.log,
         )
-        self.log(f"registered as client {reg.id} in run {reg.run} ({reg.arch} on {reg.dataset}, "
-                 f"device {self.device})")
+        self.log(f"registered as client {reg.id} in run {reg.run} ({task}"
+                 + (f" {self.task_config}" if self.task_config else "") + f", device {self.device})")
         return reg
 
     def _leave(self) -> None:
@@ -245,10 +211,11 @@ class Agent:
         hp = task.hyperparameters
         self.log(f"round {task.round_number} task: base v{task.base_version}, "
                  f"{hp.local_epochs} epoch(s), batch {hp.batch_size}, lr {hp.learning_rate}")
-        if task.dataset != self.data.info.name:
-            raise WorkerExit(ExitCode.USAGE, f"task wants dataset {task.dataset!r}, this worker "
-                                             f"has {self.data.info.name!r}")
-        model = self._model_for(task.arch)
+        assert self.task is not None and self._model is not None and self.registration is not None
+        if task.manifest_digest and task.manifest_digest != self.registration.run_task.manifest_digest:
+            raise WorkerExit(ExitCode.TASK, f"round {task.round_number} trains another model "
+                                            f"(manifest {task.manifest_digest}) than this worker joined for")
+        model = self._model
         download_started = time.perf_counter()
         base = self._download(task, model)
         download_seconds = round(time.perf_counter() - download_started, 3)  # for the round timeline
@@ -261,7 +228,7 @@ class Agent:
         )
         try:
             result = local_round(
-                model, base, self.data, hp, device=self.device,
+                self.task, model, base, self.data, hp, device=self.device,
                 seed=task.seed + self.config.partition_index, on_batch=progress,
             )
         except TrainingAborted:
@@ -284,16 +251,6 @@ class Agent:
                if "eval_loss" in m else "")
         )
         self._upload(task, result.delta, result.num_examples, m)
-
-    def _model_for(self, arch: str) -> torch.nn.Module:
-        # Built once and reused: every round overwrites all of its weights with the base model.
-        assert self.data is not None
-        if self._model is None or self._model_arch != arch:
-            info = self.data.info
-            self._model = build_model(arch, in_channels=info.in_channels,
-                                      num_classes=info.num_classes, image_size=info.image_size)
-            self._model_arch = arch
-        return self._model
 
     def _download(self, task: Task, model: torch.nn.Module) -> dict[str, np.ndarray] | None:
         """The task's base model, or None (already logged) when it cannot be had right now."""
@@ -338,7 +295,8 @@ class Agent:
     def _upload(self, task: Task, delta: dict[str, np.ndarray], num_examples: int,
                 metrics: dict[str, float | int]) -> None:
         try:
-            pending = self.feedback.encode(delta, encoding=task.upload_encoding, base_version=task.base_version)
+            pending = self.feedback.encode(delta, encoding=task.upload_encoding, base_version=task.base_version,
+                                           exact=self._buffers)
         except CodecError as err:  # e.g. non_finite: a delta that overflows the encoding
             self.log(f"round {task.round_number} update not encodable ({err.code}): {err}")
             return

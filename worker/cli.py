@@ -54,6 +54,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
 def _epilog() -> str:
     lines = ["exit codes:"]
     lines += [f"  {int(code)}  {text}" for code, text in DESCRIPTIONS.items()]
@@ -80,11 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="run to join (default: the server picks the active run)")
     add("--enrollment-key", default=None, metavar="KEY", help="enrollment key, if the server needs one")
 
+    task = parser.add_argument_group("task")
+    task.add_argument("--task", default=None, metavar="PACKAGE.MODULE:ATTR",
+                      help="train with this local task instead of the run's (it must build the run's "
+                      "model; default: the task the run names, imported here)")
+    task.add_argument("--task-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                      dest="task_options", help="an option for the task's data loading (repeatable)")
+
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASET_CHOICES, default=None,
-                      help="dataset to train on (default: the run's dataset)")
+                      help="built-in image task: refuse to join a run on another dataset "
+                      "(default: train on the run's)")
     data.add_argument("--data", type=Path, default=None, metavar="PATH",
-                      help="dataset file or directory (default: fedcore's search path)")
+                      help="data file or directory (default: the task's search path)")
     data.add_argument("--download", action="store_true",
                       help="download the dataset with torchvision if it is not found (needs internet)")
     data.add_argument("--partition", choices=PARTITION_CHOICES, default="iid",
@@ -135,6 +150,8 @@ def parse_args(argv: Sequence[str] | None = None) -> WorkerConfig:
         name=args.name or default_name(),
         run=args.run,
         dataset=args.dataset,
+        task=args.task,
+        task_options=tuple(args.task_options),
         data=args.data,
         download=args.download,
         partition=args.partition,

@@ -10,7 +10,9 @@ class WorkerConfig:
     server: str
     name: str
     run: int | None = None
-    dataset: str | None = None  # None: use the run's dataset, learned at registration
+    dataset: str | None = None  # built-in task only: refuse a run on another dataset
+    task: str | None = None  # a local task to use instead of the run's (its model must match)
+    task_options: tuple[tuple[str, str], ...] = ()  # --task-option KEY=VALUE, passed to the task
     data: Path | None = None
     download: bool = False
     partition: str = "iid"

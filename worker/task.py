@@ -23,8 +23,9 @@ class Task:
     round: int  # the round's id (used in URLs and heartbeats)
     round_number: int  # its position in the run (for people)
     run: int
-    arch: str
-    dataset: str
+    task: str  # the run's task, package.module:attribute
+    task_config: dict[str, Any]
+    manifest_digest: str
     base_version: int
     model_url: str
     upload_url: str
@@ -43,8 +44,9 @@ class Task:
                 round=int(body["round"]),
                 round_number=int(body.get("round_number", body["round"])),
                 run=int(body["run"]),
-                arch=str(body["arch"]),
-                dataset=str(body["dataset"]),
+                task=str(body["task"]),
+                task_config=dict(body.get("task_config") or {}),
+                manifest_digest=str(body.get("manifest_digest") or ""),
                 base_version=int(body["base_version"]),
                 model_url=str(body["model_url"]),
                 upload_url=str(body["upload_url"]),

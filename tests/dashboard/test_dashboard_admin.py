@@ -70,7 +70,7 @@ def test_editing_a_run_in_the_admin_records_a_configuration_version(admin_client
 def test_the_model_layout_of_an_existing_run_is_read_only_in_the_admin(admin_client):
     run = running_run()
     form = admin_client.get(reverse("admin:rounds_run_change", args=[run.pk])).context["adminform"].form
-    assert not {"arch", "dataset", "seed", "strategy"} & set(form.fields)
+    assert not {"task", "task_config", "seed", "strategy"} & set(form.fields)
     assert {"learning_rate", "clients_per_round", "name"} <= set(form.fields)
 
 

@@ -27,7 +27,7 @@ def test_creating_a_run_stores_its_initial_model_as_version_zero(staff_api):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_initial_model_is_evaluated_by_a_task_of_its_own(staff_api, monkeypatch):
-    monkeypatch.setattr("rounds.evaluation.evaluate_arrays", lambda arch, dataset, arrays: {"accuracy": 0.1, "loss": 2.3})
+    monkeypatch.setattr("rounds.evaluation.evaluate_arrays", lambda run, arrays: {"accuracy": 0.1, "loss": 2.3})
     response = staff_api.post("/api/v1/runs/", {"name": "baseline", "rounds": 1}, format="json")
     assert response.status_code == 201, response.content
     version = Run.objects.get(pk=response.json()["id"]).versions.get()
@@ -36,7 +36,7 @@ def test_the_initial_model_is_evaluated_by_a_task_of_its_own(staff_api, monkeypa
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_baseline_evaluation_does_not_fail_the_created_run(staff_api, monkeypatch, caplog):
-    def broken(arch, dataset, arrays):
+    def broken(run, arrays):
         raise RuntimeError("evaluation crashed")
 
     monkeypatch.setattr("rounds.evaluation.evaluate_arrays", broken)
@@ -73,10 +73,11 @@ def test_patching_a_run_changes_the_configuration_of_the_next_round(staff_api, r
     assert alpha.task().json()["hyperparameters"]["learning_rate"] == 0.2
 
 
-def test_a_runs_architecture_cannot_change_after_creation(staff_api, run):
-    response = staff_api.patch(f"/api/v1/runs/{run.pk}/", {"arch": "resnet18"}, format="json")
-    assert response.status_code == 400
-    assert Run.objects.get(pk=run.pk).arch == "cnn"
+def test_a_runs_task_and_its_configuration_cannot_change_after_creation(staff_api, run):
+    for change in ({"arch": "resnet18"}, {"task_config": {"arch": "resnet18", "dataset": "fashion-mnist"}}):
+        response = staff_api.patch(f"/api/v1/runs/{run.pk}/", change, format="json")
+        assert response.status_code == 400, change
+    assert Run.objects.get(pk=run.pk).task_config == {"arch": "cnn", "dataset": "fashion-mnist"}
 
 
 def test_operators_pause_and_resume_clients_and_paused_clients_are_not_selected(staff_api, run, device):

@@ -230,7 +230,7 @@ def test_the_round_closes_with_the_example_weighted_mean_of_the_deltas(device, r
 
 
 def test_a_failing_server_evaluation_is_recorded_and_does_not_hold_back_the_round(device, run, monkeypatch):
-    def broken(arch, dataset, arrays):
+    def broken(run, arrays):
         raise MemoryError("no room for the test split")
 
     monkeypatch.setattr("rounds.evaluation.evaluate_arrays", broken)

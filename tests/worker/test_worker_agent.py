@@ -20,6 +20,7 @@ from worker_stubhttp import Reply, error
 from fedcore.codec import CONTENT_TYPE, ENCODINGS, decode, encode, manifest_of
 from fedcore.nets import build_model
 from fedcore.state import state_to_arrays
+from fedcore.tasks import manifest_digest
 from worker.agent import Agent
 from worker.cli import parse_args
 from worker.exitcodes import ExitCode
@@ -27,26 +28,34 @@ from worker.log import Log
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT, RUN, ROUND, VERSION = 5, 1, 12, 2
+BUILTIN = "fedcore.tasks.vision:image_classification"
+FASHION_CNN = {"arch": "cnn", "dataset": "fashion-mnist"}
+BASE = state_to_arrays(build_model("cnn", in_channels=1, seed=0))
+DIGEST = manifest_digest(manifest_of(BASE))
 TASK = {
-    "round": ROUND, "round_number": 3, "run": RUN, "arch": "cnn", "dataset": "fashion-mnist",
+    "round": ROUND, "round_number": 3, "run": RUN, "task": BUILTIN, "task_config": FASHION_CNN,
+    "manifest_digest": DIGEST,
     "base_version": VERSION, "model_url": f"/api/v1/runs/{RUN}/model/?version={VERSION}",
     "upload_url": f"/api/v1/rounds/{ROUND}/updates/{CLIENT}/", "upload_encoding": "bfloat16",
     "deadline": "2026-11-26T10:00:00Z", "seed": 3,
     "hyperparameters": {"local_epochs": 1, "batch_size": 32, "learning_rate": 0.05,
                         "momentum": 0.9, "weight_decay": 0.0},
 }
-BASE = state_to_arrays(build_model("cnn", in_channels=1, seed=0))
 BASE_BLOB = encode(BASE, encoding="float32", kind="full")
 
 
 class FakeRun:
     """The server side of one run: answers from scripted queues, defaults after them."""
 
-    def __init__(self, stub_server, *, tasks, uploads=(), heartbeats=(), dataset="fashion-mnist"):
+    def __init__(self, stub_server, *, tasks, uploads=(), heartbeats=(), dataset="fashion-mnist",
+                 task=BUILTIN, digest=None, registrations=()):
         self.tasks, self.uploads, self.heartbeats = list(tasks), list(uploads), list(heartbeats)
-        self.dataset = dataset
+        self.registrations = list(registrations)
+        self.run_task = {"run": RUN, "task": task, "task_config": {"arch": "cnn", "dataset": dataset},
+                         "manifest_digest": digest or DIGEST, "upload_encoding": "bfloat16"}
         base = "/api/v1"
         self.server = stub_server({
+            ("GET", f"{base}/clients/enrollment/"): lambda r: Reply(200, {**self.run_task, "name": "r", "status": "running"}),
             ("POST", f"{base}/clients/"): self.register,
             ("GET", f"{base}/clients/{CLIENT}/task/"): lambda r: self._next(self.tasks, error(410, "run_finished", "done")),
             ("GET", f"{base}/runs/{RUN}/model/"): self.model,
@@ -60,10 +69,10 @@ class FakeRun:
         return queue.pop(0) if queue else default
 
     def register(self, request):
+        if self.registrations:
+            return self.registrations.pop(0)
         body = request.json()
-        return Reply(201, {"id": CLIENT, "token": "tok-5", "name": body["name"], "status": "idle",
-                           "run": RUN, "arch": "cnn", "dataset": self.dataset,
-                           "upload_encoding": "bfloat16"})
+        return Reply(201, {"id": CLIENT, "token": "tok-5", "name": body["name"], "status": "idle", **self.run_task})
 
     def model(self, request):
         if request.headers.get("If-None-Match") == f'"{VERSION}"':
@@ -91,6 +100,7 @@ def test_a_worker_registers_trains_uploads_a_delta_and_leaves_when_the_run_ends(
     assert code == ExitCode.OK, log
     registration = run.calls("POST", "clients/")[0].json()
     assert registration["num_examples"] == 64
+    assert (registration["run"], registration["task"], registration["manifest_digest"]) == (RUN, BUILTIN, DIGEST)
     assert registration["accepts"] == list(ENCODINGS)
     assert {"torch", "device", "cpu_count"} <= set(registration["device"])
     assert run.calls("GET", f"clients/{CLIENT}/task/")[0].headers["Authorization"] == "Token tok-5"
@@ -166,16 +176,43 @@ def test_a_missing_dataset_exits_with_code_2_and_says_how_to_get_it(stub_server,
 
     assert code == ExitCode.USAGE
     assert "--download" in log and "--data" in log
-    assert run.server.requests == []  # never registered
+    assert run.calls("POST", "clients/") == []  # never registered
 
 
 def test_a_run_on_another_dataset_than_the_chosen_one_exits_with_code_2(stub_server, fashion_dir):
-    run = FakeRun(stub_server, tasks=[], dataset="cifar10")
+    run = FakeRun(stub_server, tasks=[], dataset="cifar10",
+                  digest=manifest_digest(manifest_of(state_to_arrays(build_model("cnn", in_channels=3, image_size=32)))))
     code, log = run_agent(run.server.url, fashion_dir, "--dataset", "fashion-mnist")
 
     assert code == ExitCode.USAGE
-    assert "trains on 'cifar10'" in log
-    assert len(run.calls("DELETE", f"clients/{CLIENT}/")) == 1
+    assert "trains on 'cifar10', not --dataset 'fashion-mnist'" in log
+    assert run.calls("POST", "clients/") == []
+
+
+def test_a_run_whose_task_is_not_installed_here_exits_with_code_6_before_registering(stub_server, fashion_dir):
+    run = FakeRun(stub_server, tasks=[], task="somebody_elses_package.tasks:tabular")
+    code, log = run_agent(run.server.url, fashion_dir)
+
+    assert code == ExitCode.TASK
+    assert "cannot import task 'somebody_elses_package.tasks:tabular'" in log and "PYTHONPATH" in log
+    assert run.calls("POST", "clients/") == []
+
+
+def test_a_local_task_that_builds_another_model_than_the_runs_exits_with_code_6(stub_server, fashion_dir):
+    run = FakeRun(stub_server, tasks=[], digest="0" * 32)
+    code, log = run_agent(run.server.url, fashion_dir, "--task", BUILTIN)
+
+    assert code == ExitCode.TASK
+    assert "builds a different model" in log
+    assert run.calls("POST", "clients/") == []
+
+
+def test_a_registration_the_server_refuses_for_its_manifest_exits_with_code_6(stub_server, fashion_dir):
+    run = FakeRun(stub_server, tasks=[], registrations=[error(409, "manifest_mismatch", "not this run's model")])
+    code, log = run_agent(run.server.url, fashion_dir)
+
+    assert code == ExitCode.TASK
+    assert "manifest_mismatch" in log
 
 
 def test_sigterm_makes_the_worker_leave_the_server_and_exit_0(stub_server, fashion_dir):

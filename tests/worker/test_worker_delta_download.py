@@ -113,7 +113,8 @@ def test_a_delta_from_a_version_the_worker_does_not_hold_is_refused_and_the_cach
 # ---------------------------------------------------------------- error feedback in the agent
 
 TASK = {
-    "round": 12, "round_number": 3, "run": 1, "arch": "cnn", "dataset": "fashion-mnist",
+    "round": 12, "round_number": 3, "run": 1, "task": "fedcore.tasks.vision:image_classification",
+    "task_config": {"arch": "cnn", "dataset": "fashion-mnist"},
     "base_version": 2, "model_url": f"{MODEL}?version=2", "upload_url": "/api/v1/rounds/12/updates/5/",
     "upload_encoding": "topk1-int8", "seed": 3,
     "hyperparameters": {"local_epochs": 1, "batch_size": 32, "learning_rate": 0.05},

@@ -12,6 +12,13 @@ export function readField(input) {
     case "bool": return input.checked;
     case "int": return input.value === "" ? null : parseInt(input.value, 10);
     case "float": return input.value === "" ? null : parseFloat(input.value);
+    case "json": {
+      try {
+        return input.value.trim() === "" ? {} : JSON.parse(input.value);
+      } catch (err) {
+        throw new Error(`${input.name} is not valid JSON: ${err.message}`);
+      }
+    }
     default: return input.value;
   }
 }

@@ -46,10 +46,20 @@ export function initControls({ store, afterAction, showRun }) {
   const form = document.getElementById("new-run-form");
   document.getElementById("new-run-open").addEventListener("click", () => dialog.showModal());
   document.getElementById("new-run-cancel").addEventListener("click", () => dialog.close());
+  // Choosing a task fills its configuration's defaults in, ready to edit.
+  const taskDefaults = JSON.parse(document.getElementById("task-defaults").textContent);
+  document.getElementById("new-task").addEventListener("change", (event) => {
+    document.getElementById("new-task_config").value = JSON.stringify(taskDefaults[event.target.value] || {});
+  });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = {};
-    for (const input of form.querySelectorAll("[data-kind]")) body[input.name] = readField(input);
+    try {
+      for (const input of form.querySelectorAll("[data-kind]")) body[input.name] = readField(input);
+    } catch (err) {
+      toast(`run not created: ${err.message}`);
+      return;
+    }
     const message = document.getElementById("new-run-message");
     setText(message, "creating…");
     try {

@@ -19,6 +19,14 @@ const SUMMARY_FIELDS = [
   ["download_encoding", "downloads"], ["allow_backfill", "backfill"],
 ];
 
+// "cnn on fashion-mnist" for the built-in task; the task's path and settings otherwise.
+function describeTask(run) {
+  const config = run.task_config || {};
+  if (run.task === "fedcore.tasks.vision:image_classification") return `${config.arch} on ${config.dataset}`;
+  const settings = Object.entries(config).map(([k, v]) => `${k}=${v}`).join(", ");
+  return settings ? `${run.task} (${settings})` : run.task;
+}
+
 function show(value) {
   if (typeof value === "boolean") return value ? "yes" : "no";
   return value == null ? "–" : String(value);
@@ -30,7 +38,7 @@ export function renderRun(store) {
   const badge = document.getElementById("run-status");
   setText(badge, run.status);
   badge.className = `badge s-${run.status}`;
-  setText(document.getElementById("run-model"), `${run.arch} on ${run.dataset}`);
+  setText(document.getElementById("run-model"), describeTask(run));
   for (const button of document.querySelectorAll("[data-run-action]")) {
     button.disabled = !CONTROLS[button.dataset.runAction].includes(run.status);
   }

@@ -1,4 +1,4 @@
-"""worker.localdata on the real Fashion-MNIST files."""
+"""A device's share of a dataset (fedcore.partition.split_indices and the built-in image task) on the real Fashion-MNIST files."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,11 @@ import pytest
 
 from fedcore.data import load_dataset
 from fedcore.partition import partition
-from worker.localdata import prepare_data, split_indices
+from fedcore.partition import split_indices
+from fedcore.tasks import DataRequest, TaskDataError, load_task
+
+TASK = load_task("fedcore.tasks.vision:image_classification")
+CONFIG = TASK.validate_config({})
 
 
 @pytest.fixture(scope="module")
@@ -47,18 +51,29 @@ def test_a_zero_eval_fraction_keeps_everything_for_training(labels):
     assert train.size == 50 and held_out.size == 0
 
 
-def test_prepare_data_gives_this_workers_disjoint_tensors(fashion_dir):
-    common = dict(root=fashion_dir, num_partitions=3, seed=5, limit=200, eval_fraction=0.1)
-    mine = prepare_data("fashion-mnist", partition_index=2, **common)
-    again = prepare_data("fashion-mnist", partition_index=2, **common)
-    neighbour = prepare_data("fashion-mnist", partition_index=0, **common)
+def _request(fashion_dir, index: int) -> DataRequest:
+    return DataRequest(root=fashion_dir, num_partitions=3, partition_index=index, seed=5, limit=200, eval_fraction=0.1)
+
+
+def _indices(split) -> set[bytes]:
+    # Images identify examples: the task returns tensors, not indices.
+    return {bytes(row.numpy().tobytes()) for row in split.x}
+
+
+def test_the_builtin_task_gives_each_device_its_own_disjoint_tensors(fashion_dir):
+    mine = TASK.load_data(CONFIG, _request(fashion_dir, 2))
+    again = TASK.load_data(CONFIG, _request(fashion_dir, 2))
+    neighbour = TASK.load_data(CONFIG, _request(fashion_dir, 0))
 
     assert mine.num_train == 200 and mine.num_eval == 22
-    assert tuple(mine.train_x.shape) == (200, 1, 28, 28) and tuple(mine.eval_y.shape) == (22,)
-    assert np.intersect1d(mine.train_indices, mine.eval_indices).size == 0
-    assert np.array_equal(mine.train_indices, again.train_indices)
-    assert np.array_equal(mine.eval_indices, again.eval_indices)
-    # Partitions of workers sharing a seed never overlap.
-    mine_all = np.concatenate([mine.train_indices, mine.eval_indices])
-    theirs_all = np.concatenate([neighbour.train_indices, neighbour.eval_indices])
-    assert np.intersect1d(mine_all, theirs_all).size == 0
+    assert tuple(mine.train.x.shape) == (200, 1, 28, 28) and tuple(mine.eval.y.shape) == (22,)
+    assert not _indices(mine.train) & _indices(mine.eval)
+    assert (mine.train.x == again.train.x).all() and (mine.eval.y == again.eval.y).all()
+    # Partitions of devices sharing a seed never overlap.
+    assert not (_indices(mine.train) | _indices(mine.eval)) & (_indices(neighbour.train) | _indices(neighbour.eval))
+
+
+def test_the_builtin_task_refuses_a_dataset_other_than_the_runs(fashion_dir):
+    request = DataRequest(root=fashion_dir, options={"dataset": "cifar10"})
+    with pytest.raises(TaskDataError, match="trains on 'fashion-mnist', not --dataset 'cifar10'"):
+        TASK.load_data(CONFIG, request)
