@@ -82,3 +82,15 @@ def test_a_residual_for_another_model_is_dropped_rather_than_misapplied():
     other = update(1, shape=(10, 5))
     pending = fb.encode(other, encoding="float32", base_version=2)
     np.testing.assert_array_equal(received(pending)["w"], other["w"])
+
+
+def test_tensors_named_exact_go_lossless_and_leave_no_residual():
+    rng = np.random.default_rng(0)
+    # A variance of 1e-5 beside one of 0.3: quantized together, the small one would turn negative.
+    delta = {"w": rng.standard_normal((8, 8)).astype(np.float32),
+             "running_var": np.array([1e-5, -2e-5, 0.3], np.float32)}
+    pending = ErrorFeedback().encode(delta, encoding="int4", base_version=0, exact={"running_var"})
+    decoded = codec.decode(pending.body, kind="delta")
+    np.testing.assert_array_equal(decoded.arrays["running_var"], delta["running_var"])
+    assert not np.any(pending.residual["running_var"])
+    assert np.any(decoded.arrays["w"] != delta["w"])  # the weights are still quantized

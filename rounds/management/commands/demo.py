@@ -1,4 +1,5 @@
 """Start the platform with a demo run: server, dashboard and local workers, on this machine."""
+import json
 import os
 import secrets
 import signal
@@ -9,14 +10,18 @@ import urllib.request
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from fedcore.partition import SCHEMES
+from fedcore.tasks.registry import BUILTIN_TASK
+from fedplatform.errors import FedError
 from rounds.lifecycle import run_control, run_create
 from rounds.models import Run
 
 
 class Command(BaseCommand):
-    help = "Run the server, an engine worker and N local workers training a small CNN on Fashion-MNIST."
+    help = ("Run the server, an engine worker and N local workers; by default they train a small CNN "
+            "on Fashion-MNIST, or any offered task (--task).")
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000)
@@ -24,26 +29,38 @@ class Command(BaseCommand):
         parser.add_argument("--rounds", type=int, default=10)
         parser.add_argument("--examples", type=int, default=4000, help="training examples per worker")
         parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+        parser.add_argument("--task", default=BUILTIN_TASK, help="the task to federate, package.module:attribute")
+        parser.add_argument("--task-config", type=json.loads, default=None, metavar="JSON",
+                            help='the task\'s configuration (default for the built-in: {"arch": "cnn", "dataset": "fashion-mnist"})')
+        parser.add_argument("--partition", choices=SCHEMES, default="iid", help="how the workers split the data")
+        parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew for --partition dirichlet")
+        parser.add_argument("--learning-rate", type=float, default=0.05)
+        parser.add_argument("--batch-size", type=int, default=32)
 
-    def handle(self, *args, port: int, workers: int, rounds: int, examples: int, threads: int, **options):
+    def handle(self, *args, port: int, workers: int, rounds: int, examples: int, threads: int, task: str,
+               task_config: dict | None, partition: str, alpha: float, learning_rate: float, batch_size: int, **options):
         call_command("migrate", verbosity=0)
         password = os.environ.get("FEDPLATFORM_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
         user, _ = get_user_model().objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
         user.is_staff = user.is_superuser = True
         user.set_password(password)
         user.save()
-        run = run_create(
-            name=f"demo {Run.objects.count() + 1}",
-            arch="cnn",
-            dataset="fashion-mnist",
-            rounds=rounds,
-            min_clients=workers,
-            clients_per_round=workers,
-            min_updates=max(1, workers - 1),
-            round_timeout=600,
-            learning_rate=0.05,
-            batch_size=32,
-        )
+        try:
+            run = run_create(
+                name=f"demo {Run.objects.count() + 1}",
+                task=task,
+                task_config=task_config if task_config is not None else (
+                    {"arch": "cnn", "dataset": "fashion-mnist"} if task == BUILTIN_TASK else {}),
+                rounds=rounds,
+                min_clients=workers,
+                clients_per_round=workers,
+                min_updates=max(1, workers - 1),
+                round_timeout=600,
+                learning_rate=learning_rate,
+                batch_size=batch_size,
+            )
+        except FedError as err:  # an unknown task or a bad configuration: say what is valid
+            raise CommandError(err.detail) from err
         run_control(run=run, action="start")
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -59,7 +76,8 @@ class Command(BaseCommand):
                     subprocess.Popen(
                         [sys.executable, "-m", "worker", "--server", url, "--run", str(run.pk),
                          "--name", f"demo-worker-{index + 1}", "--num-partitions", str(workers),
-                         "--partition-index", str(index), "--limit", str(examples), "--threads", str(threads), "--quiet"],
+                         "--partition-index", str(index), "--partition", partition, "--alpha", str(alpha),
+                         "--limit", str(examples), "--threads", str(threads), "--quiet"],
                         env=env,
                     )
                 )
