@@ -124,3 +124,23 @@ def test_buffer_names_are_the_models_statistics_not_its_weights():
 def test_tensorsplit_refuses_inputs_and_labels_of_different_lengths():
     with pytest.raises(ValueError, match="3 inputs but 2 labels"):
         TensorSplit(torch.zeros(3, 2), torch.zeros(2))
+
+
+def test_a_task_with_batchnorm_can_skip_the_last_row_that_batchnorm_cannot_train_on():
+    class WithBatchNorm(load_task(BUILTIN_TASK).__class__):
+        drop_last_batch = True
+
+        def build_model(self, config):
+            return torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+
+    x, y = torch.randn(9, 3), torch.tensor([0, 1] * 4 + [0])
+    data = DeviceData(TensorSplit(x, y))
+    model = WithBatchNorm().build_model({})
+    metrics = WithBatchNorm().train(model, data, TrainParams(1, 4, 0.1), device=torch.device("cpu"))
+    assert 0 <= metrics["accuracy"] <= 1  # two batches of four; the ninth row waits for the next epoch
+
+    class KeepsEveryBatch(WithBatchNorm):
+        drop_last_batch = False
+
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        KeepsEveryBatch().train(model, data, TrainParams(1, 4, 0.1), device=torch.device("cpu"))
