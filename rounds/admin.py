@@ -9,7 +9,7 @@ from fedplatform.errors import FedError
 from fedcore.tasks.registry import BUILTIN_TASK
 
 from . import lifecycle, runtask
-from .models import TUNABLE_FIELDS, ModelVersion, Round, Run, RunConfig, Update
+from .models import TUNABLE_FIELDS, ModelExport, ModelVersion, Round, Run, RunConfig, Update
 
 # Editable on an existing run: a label, and the configuration an operator may tune mid-run.
 EDITABLE_ON_CHANGE = {"name", *TUNABLE_FIELDS}
@@ -169,3 +169,16 @@ class UpdateAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # an accepted update is part of a round's history
+
+
+@admin.register(ModelExport)
+class ModelExportAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "status", "size_bytes", "created_at", "finished_at"]
+    list_filter = ["status", "format", "version__run"]
+    list_select_related = ["version__run"]
+    readonly_fields = [f.name for f in ModelExport._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # made by the first download request (API or dashboard)
+
+    # Deleting one is allowed: the next request renders it again (after a failure, say).

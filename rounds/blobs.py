@@ -13,13 +13,13 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def store(prefix: str, data: bytes, digest: str) -> str:
+def store(prefix: str, data: bytes, digest: str, suffix: str = ".fedt") -> str:
     """Write ``data`` under a content-addressed name and return the storage name.
 
     Content addressing makes a retried or raced write harmless: the same bytes land at the same
     name, and an existing file is kept rather than duplicated.
     """
-    name = f"{prefix}/{digest}.fedt"
+    name = f"{prefix}/{digest}{suffix}"
     if default_storage.exists(name):
         return name
     return default_storage.save(name, ContentFile(data))

@@ -87,3 +87,9 @@ def evaluate_later(version_id: int) -> None:
     from .tasks import evaluate  # noqa: PLC0415
 
     _after_commit(lambda: evaluate(version_id))
+
+
+def export_later(export_id: int) -> None:
+    from .tasks import model_export  # noqa: PLC0415
+
+    _after_commit(lambda: model_export(export_id))

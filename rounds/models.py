@@ -1,5 +1,6 @@
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from fedcore.tasks.registry import BUILTIN_TASK
 
@@ -217,3 +218,40 @@ class Update(models.Model):
     def __str__(self) -> str:
         return f"{self.round} from {self.client}"
 
+
+class ExportFormat(models.TextChoices):
+    SAFETENSORS = "safetensors", "safetensors (tensors by state_dict name)"
+    ONNX = "onnx", "ONNX (the model's graph, for any runtime)"
+
+
+class ExportStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running", "running (an engine worker renders it)"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ModelExport(models.Model):
+    """A global version in a standard file format, rendered once by the engine on the first request
+    for it and kept: every later download is the stored file."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="exports")
+    format = models.CharField(max_length=16, choices=ExportFormat.choices)
+    status = models.CharField(max_length=16, choices=ExportStatus.choices, default=ExportStatus.PENDING)
+    blob = models.FileField(max_length=300, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="why rendering failed (delete the row to try again)")
+    # When its task was last enqueued: a pending export whose task has long not run is asked for again.
+    requested_at = models.DateTimeField(default=timezone.now, editable=False)
+    # The engine worker's claim while it renders; older than the lease, the worker is presumed dead.
+    claimed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["version", "format"]
+        constraints = [models.UniqueConstraint(fields=["version", "format"], name="one_export_per_format")]
+
+    def __str__(self) -> str:
+        return f"{self.version} as {self.format}"

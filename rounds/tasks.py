@@ -7,7 +7,7 @@ from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task
 from huey.exceptions import RetryTask
 
-from . import engine
+from . import engine, exports
 
 
 @db_task(name="fedplatform.tick")
@@ -15,19 +15,29 @@ def tick(run_id: int) -> None:
     engine.run_tick(run_id=run_id)
 
 
-# One evaluation at a time per engine worker: its other threads stay free for ticks and closes,
-# which must never queue behind a test-set pass.
-_evaluation_slot = threading.Semaphore(1)
+# One model pass at a time per engine worker (an evaluation or an export): its other threads stay
+# free for ticks and closes, which must never queue behind a test-set pass or an ONNX trace.
+_torch_slot = threading.Semaphore(1)
 
 
 @db_task(name="fedplatform.evaluate")
 def evaluate(version_id: int) -> None:
-    if not _evaluation_slot.acquire(blocking=False):
+    if not _torch_slot.acquire(blocking=False):
         raise RetryTask(delay=1)
     try:
         engine.version_evaluate(version_id=version_id)
     finally:
-        _evaluation_slot.release()
+        _torch_slot.release()
+
+
+@db_task(name="fedplatform.export")
+def model_export(export_id: int) -> None:
+    if not _torch_slot.acquire(blocking=False):
+        raise RetryTask(delay=1)
+    try:
+        exports.export_render(export_id=export_id)
+    finally:
+        _torch_slot.release()
 
 
 @db_task(name="fedplatform.sweep")

@@ -10,12 +10,12 @@ from rest_framework.views import APIView
 from clients.models import Client
 from fedcore import codec
 from fedplatform.api import ErrorSerializer, IsClient, TensorParser, TensorRenderer
-from fedplatform.errors import Forbidden, Invalid, NotFound
+from fedplatform.errors import Conflict, Forbidden, Invalid, NotFound
 
 from clients.serializers import HeartbeatReplySerializer, HeartbeatSerializer, TaskSerializer
 
-from . import lifecycle, protocol, runtask
-from .models import Round, Run
+from . import blobs, exports, lifecycle, protocol, runtask
+from .models import ExportStatus, ModelVersion, Round, Run
 from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer, RunConfigSerializer, RunSerializer
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409)}
@@ -36,6 +36,20 @@ class RunViewSet(
         if self.action == "model":
             return [permissions.IsAuthenticated()]
         return [permissions.IsAdminUser()]
+
+    def perform_content_negotiation(self, request, force=False):
+        # ``format`` is also DRF's renderer override (``?format=json``): an export format is
+        # answered with a file or with JSON (pending, errors), and an unknown one is a 400, not
+        # DRF's 404 for a format no renderer has.
+        wanted = request.query_params.get("format") if self.action == "model" else None
+        if wanted is None or wanted in ("json", TensorRenderer.format):
+            return super().perform_content_negotiation(request, force)
+        if wanted not in exports.FORMATS and not force:
+            raise Invalid(
+                f"unknown format {wanted!r}; choose from {', '.join(exports.FORMATS)}, or leave it out for the wire format",
+                "bad_format",
+            )
+        return renderers.JSONRenderer(), renderers.JSONRenderer.media_type
 
     def perform_create(self, serializer: RunSerializer) -> None:
         config = {k: v for k, v in serializer.validated_data.items() if k in CONFIG_FIELDS}
@@ -97,10 +111,18 @@ class RunViewSet(
                 description="the version the device holds: the answer may then be the delta from it "
                 "(kind `delta`, header `X-Base-Version`) in the run's download encoding",
             ),
+            OpenApiParameter(
+                "format", str, enum=list(exports.FORMATS),
+                description="a standard file instead of the wire format: `safetensors` (tensors by state_dict "
+                "name) or `onnx` (where the task gives an example input); `202 export_pending` with "
+                "`Retry-After` until the engine has rendered it",
+            ),
         ],
         responses={
             (200, codec.CONTENT_TYPE): OpenApiTypes.BINARY,
             (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="with `format`: the file"),
+            202: OpenApiResponse(ErrorSerializer, description="with `format`: the engine renders it; ask again after `Retry-After`"),
             304: OpenApiResponse(description="the `If-None-Match` version is current"),
             **ERRORS,
         },
@@ -126,6 +148,9 @@ class RunViewSet(
         version = versions.first()
         if version is None:
             raise NotFound(f"run {run.pk} has no version {wanted}", "no_such_version")
+        fmt = request.query_params.get("format")
+        if fmt in exports.FORMATS:
+            return self._export(version, fmt)
         etag = f'"{version.number}"'
         if request.headers.get("If-None-Match") == etag:
             return HttpResponseNotModified(headers={"ETag": etag})
@@ -140,6 +165,23 @@ class RunViewSet(
         if request.accepted_renderer.format == "json":
             return Response(codec.to_json(codec.decode(data)), headers=headers)
         return HttpResponse(data, content_type=codec.CONTENT_TYPE, headers=headers)
+
+    def _export(self, version: ModelVersion, fmt: str):
+        """The stored file once the engine has rendered it; until then 202 and when to ask again."""
+        found = exports.export_request(version=version, fmt=fmt)
+        if found.status == ExportStatus.FAILED:
+            raise Conflict(f"exporting version {version.number} as {fmt} failed: {found.error}", "export_failed")
+        if found.status != ExportStatus.DONE:
+            detail = f"version {version.number} is being exported as {fmt}; ask again in a moment"
+            return Response({"code": "export_pending", "detail": detail}, status=status.HTTP_202_ACCEPTED, headers={"Retry-After": "1"})
+        # Read whole, as the wire format is: Django's ASGI handler would buffer a file stream anyway.
+        return HttpResponse(
+            blobs.load(found.blob.name), content_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f'attachment; filename="{exports.download_name(version, fmt)}"',
+                "X-Model-Version": str(version.number),
+            },
+        )
 
 
 class TaskInfoSerializer(serializers.Serializer):
