@@ -40,6 +40,30 @@ export async function api(method, path, body) {
   return data;
 }
 
+// A file the server renders on demand (a model export): while it answers 202 the request is
+// repeated after its Retry-After; the result is the file and the name the server gives it.
+export async function fetchFile(path, { onPending = () => {}, maxWaitMs = 5 * 60 * 1000 } = {}) {
+  const started = Date.now();
+  for (;;) {
+    const response = await fetch(urls.api + path, { credentials: "same-origin", cache: "no-store" });
+    if (response.status === 202) {
+      const data = await response.json().catch(() => ({}));
+      if (Date.now() - started > maxWaitMs) throw new ApiError(202, data.code, "the server is still preparing the file; try again later");
+      onPending(data.detail || "preparing the file…");
+      const seconds = Number(response.headers.get("Retry-After")) || 1;
+      await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+      continue;
+    }
+    if (!response.ok) {
+      const data = await response.json().catch(() => null);
+      throw new ApiError(response.status, data && data.code, data && data.detail, data && data.errors);
+    }
+    const disposition = response.headers.get("Content-Disposition") || "";
+    const match = disposition.match(/filename="([^"]+)"/);
+    return { blob: await response.blob(), filename: match ? match[1] : "download" };
+  }
+}
+
 export class SessionExpired extends Error {}
 
 // The run's snapshot; a redirect to the login page means the session is gone.

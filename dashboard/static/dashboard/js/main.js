@@ -6,6 +6,7 @@ import { renderClients } from "./clients.js";
 import { initConfig, renderConfig } from "./config.js";
 import { initControls } from "./controls.js";
 import { toast } from "./dom.js";
+import { initDownload, renderDownload, resetDownload } from "./download.js";
 import { connect } from "./live.js";
 import { renderNav } from "./nav.js";
 import { renderRounds } from "./rounds.js";
@@ -26,7 +27,7 @@ let shown = 0;
 
 const RENDER = {
   nav: () => renderNav(store),
-  run: () => renderRun(store),
+  run: () => { renderRun(store); renderDownload(store); },
   clients: () => renderClients(store),
   rounds: () => renderRounds(store),
   charts: () => renderCharts(store),
@@ -90,6 +91,7 @@ async function showRun(runId, { push = false } = {}) {
   if (push) history.pushState({ run: runId }, "", runPageUrl(runId));
   resetCharts();
   resetTimeline();
+  resetDownload();
   await resync(runId);
   renderConfig(store, { reset: true });
   document.title = `fedplatform · ${store.run ? store.run.name : ""}`;
@@ -106,6 +108,7 @@ function init() {
   renderConfig(store, { reset: true });
   initTimeline(() => renderTimeline(store));
   initConfig(() => store);
+  initDownload(() => store);
   initControls({
     store: () => store,
     showRun,
