@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from fedcore.codec import ENCODINGS
+from fedplatform.limits import MAX_NUM_EXAMPLES
 from fedplatform.serializers import ModelSerializer
 
 from .models import Client
@@ -9,7 +10,10 @@ from .models import Client
 class RegisterSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     run = serializers.IntegerField(required=False, min_value=1, help_text="default: the newest active run")
-    num_examples = serializers.IntegerField(min_value=0, max_value=10**9)
+    num_examples = serializers.IntegerField(
+        min_value=1, max_value=MAX_NUM_EXAMPLES,
+        help_text="training examples the device holds: its updates may claim at most this weight",
+    )
     device = serializers.DictField(required=False, default=dict)
     accepts = serializers.ListField(
         child=serializers.CharField(max_length=32), required=False, default=list, max_length=32,

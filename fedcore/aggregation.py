@@ -13,6 +13,7 @@ of the round at once; they set ``streaming = False`` and keep what they are give
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -147,8 +148,32 @@ def fedavg(base: Arrays, deltas: Sequence[tuple[Arrays, int]]) -> dict[str, np.n
     return aggregate(FedAvg(base, sum(weight for _, weight in deltas) or 1), deltas)
 
 
-def weighted_metric(values: Sequence[tuple[float, int]]) -> float | None:
-    """Example-weighted mean of a metric, or None when nobody reported it."""
-    pairs = [(float(v), int(n)) for v, n in values if v is not None and n > 0]
-    total = sum(n for _, n in pairs)
-    return sum(v * n for v, n in pairs) / total if total else None
+def _finite(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past float range
+        return None
+    return number if math.isfinite(number) else None
+
+
+def weighted_metric(values: Sequence[tuple[object, object]]) -> float | None:
+    """Example-weighted mean of a metric, or None when nobody reported it.
+
+    Reports come from devices: a value or weight that is not a finite number is skipped, and a
+    mean that would overflow is None, so a round's metrics are always finite JSON and computing
+    them never raises (the server bounds reports too; this holds whatever reached the database).
+    """
+    pairs = []
+    for value, weight in values:
+        v, n = _finite(value), _finite(weight)
+        if v is not None and n is not None and n > 0:
+            pairs.append((v, n))
+    if not pairs:
+        return None
+    try:  # fsum raises where sum() would give inf or nan: an overflowing partial sum, inf - inf
+        mean = math.fsum(v * n for v, n in pairs) / math.fsum(n for _, n in pairs)
+    except (OverflowError, ValueError, ZeroDivisionError):
+        return None
+    return mean if math.isfinite(mean) else None

@@ -222,6 +222,15 @@ def _tensor_encoding(encoding: str, shape: tuple[int, ...]) -> str:
     return encoding
 
 
+def wire_encoding(encoding: str, dtype: str, shape: tuple[int, ...], *, exact: bool = False) -> str:
+    """The encoding a tensor of this dtype and shape travels in when a blob asks for ``encoding``
+    (``exact``: the tensor is named in encode()'s ``exact``): what encode() writes, and so what a
+    server may insist on. Integer and bool tensors: "raw"."""
+    if dtype not in _FLOAT_DTYPES:
+        return "raw"
+    return "float32" if exact else _tensor_encoding(encoding, tuple(shape))
+
+
 def _encode_quantized(name: str, a: np.ndarray, encoding: str) -> tuple[bytes, np.ndarray]:
     """(payload bytes, decoded float32 values) of one float tensor under int8 / int4 / topk."""
     with np.errstate(over="ignore", invalid="ignore"):

@@ -1,6 +1,7 @@
 """Pieces every API app shares: error schema, permissions, the binary tensor media type."""
 import json
 
+from django.conf import settings
 from drf_spectacular.utils import inline_serializer
 from rest_framework import parsers, permissions, renderers, serializers
 
@@ -45,18 +46,20 @@ class TensorRenderer(renderers.BaseRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None):
         if isinstance(data, (bytes, bytearray)):
             return bytes(data)
-        return json.dumps(data).encode()  # error bodies stay readable
+        response = (renderer_context or {}).get("response")
+        if response is not None:
+            response["Content-Type"] = "application/json"  # an error body, and says so
+        return json.dumps(data).encode()
 
 
 class TensorParser(parsers.BaseParser):
     """Reads a codec body without trusting its length: at most the configured limit, plus one byte
-    to tell "exactly at the limit" from "over it"."""
+    to tell "exactly at the limit" from "over it". (The update upload reads its body itself, with
+    its model's limit: rounds.device_input.read_body.)"""
 
     media_type = CONTENT_TYPE
 
     def parse(self, stream, media_type=None, parser_context=None) -> bytes:
-        from django.conf import settings
-
         limit = settings.FEDPLATFORM["MAX_UPLOAD_BYTES"]
         if stream is None:
             return b""

@@ -18,11 +18,13 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import JsonResponse
 
+from fedplatform.errors import Invalid
 from fedplatform.events import EVENTS_GROUP, relay
 from fedplatform.handlers import release_connection
 
 from clients.models import GONE_STATUSES
 
+from . import device_input
 from .models import TERMINAL_RUN_STATUSES
 
 log = logging.getLogger("fedplatform.longpoll")
@@ -126,10 +128,10 @@ waker = Waker()
 
 
 def _requested_wait(request) -> float:
-    raw = request.GET.get("wait", "")
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
-        return 0.0
-    return min(float(raw), settings.FEDPLATFORM["LONG_POLL_MAX"])
+    try:
+        return device_input.parse_wait(request.GET.get("wait"), longest=settings.FEDPLATFORM["LONG_POLL_MAX"])
+    except Invalid:
+        return 0.0  # not parked: the view itself answers a malformed wait with a 400
 
 
 def long_poll(view_class):

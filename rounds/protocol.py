@@ -5,7 +5,6 @@ a round. When a request may let the run move on (an update arrived, a client bec
 for a tick (``rounds.dispatch``) and the engine does the rest. An idle poll reads and never writes
 (``last_seen`` aside, at most every few seconds).
 """
-import json
 import logging
 import time
 
@@ -17,12 +16,11 @@ from fedcore import codec
 from fedplatform.errors import Conflict, Forbidden, Gone, Invalid, TooLarge
 from fedplatform.events import emit
 
-from . import blobs, dispatch, runtask
+from . import blobs, device_input, dispatch, runtask
 from .models import TERMINAL_RUN_STATUSES, ModelVersion, Round, RoundStatus, Run, Update
 from .shapes import round_shape
 
 log = logging.getLogger("fedplatform.rounds")
-MAX_METRICS_HEADER = 4096
 
 
 def _sql(template: str) -> str:
@@ -153,26 +151,14 @@ def model_download(*, client: Client | None, version: ModelVersion, base: int | 
     return data
 
 
-def parse_metrics(raw: str | None) -> dict:
-    """Parse the ``X-Metrics`` header: a small flat JSON object of finite numbers."""
-    if not raw:
-        return {}
-    if len(raw) > MAX_METRICS_HEADER:
-        raise Invalid("X-Metrics is too long", "bad_metrics")
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise Invalid(f"X-Metrics is not JSON: {exc}", "bad_metrics") from exc
-    if not isinstance(value, dict):
-        raise Invalid("X-Metrics must be a JSON object", "bad_metrics")
-    clean = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or len(key) > 64:
-            raise Invalid("X-Metrics keys must be short strings", "bad_metrics")
-        if isinstance(item, bool) or not isinstance(item, (int, float)) or item != item or item in (float("inf"), float("-inf")):
-            raise Invalid(f"X-Metrics[{key!r}] must be a finite number", "bad_metrics")
-        clean[key] = item
-    return clean
+def round_upload_limit(round_id: int, *, cap: int) -> int:
+    """The largest body an upload for this round may have: what a valid update of its run's model
+    can be (``device_input.upload_limit``), never over ``cap``; ``cap`` for an unknown round (the
+    upload is refused for that anyway)."""
+    rnd = Round.objects.select_related("run").filter(pk=round_id).first()
+    if rnd is None:
+        return cap
+    return device_input.upload_limit(runtask.run_manifest(rnd.run), cap)
 
 
 def update_accept(
@@ -200,11 +186,24 @@ def update_accept(
         raise Conflict(f"round {rnd.number} is {rnd.status}; this update was not used", "round_closed")
     if not rnd.expected.filter(pk=client.pk).exists():
         raise Forbidden(f"you are not selected for round {rnd.number}", "not_selected")
+    # The view parses the header (device_input.parse_num_examples); callers in-process get the
+    # same rule: a weight is 1 to what the client registered, an over-claim is refused.
     if num_examples < 1:
         raise Invalid("X-Num-Examples must be a positive integer", "bad_num_examples")
+    if num_examples > client.num_examples:
+        raise Invalid(
+            f"X-Num-Examples is {num_examples}, but you registered {client.num_examples} examples",
+            "too_many_examples",
+        )
     manifest = runtask.run_manifest(rnd.run)
+    limit = device_input.upload_limit(manifest, max_bytes)
+    if len(body) > limit:
+        raise TooLarge(f"update of {len(body)} bytes exceeds this model's limit of {limit}", "too_large")
     started = time.perf_counter()
     try:
+        device_input.check_upload_encoding(
+            codec.peek_header(body)["tensors"], manifest, rnd.upload_encoding, lossless=runtask.run_lossless(rnd.run)
+        )
         decoded = codec.decode(body, manifest=manifest, kind="delta", max_bytes=codec.float32_size(manifest))
     except codec.CodecError as exc:
         raise Invalid(str(exc), exc.code) from exc
@@ -230,8 +229,7 @@ def update_accept(
                 blob=name,
                 sha256=digest,
                 encoding=encodings,
-                # Weights are capped at what the client declared when it registered.
-                num_examples=min(num_examples, client.num_examples or num_examples),
+                num_examples=num_examples,  # checked above: 1 to what the client registered
                 bytes_wire=len(body),
                 metrics=metrics,
                 decode_seconds=round(decode_seconds, 4),

@@ -11,7 +11,7 @@ import numpy as np
 from django.conf import settings
 
 from fedcore import codec
-from fedcore.state import state_to_arrays
+from fedcore.state import buffer_names, state_to_arrays
 from fedcore.tasks import Task, TaskConfigError, TaskError, canonical_config, installed_tasks, load_task, manifest_digest, seeded_model
 from fedplatform.errors import Invalid
 
@@ -61,6 +61,17 @@ def manifest(path: str, config_json: str) -> codec.Manifest:
 
 def run_manifest(run) -> codec.Manifest:
     return manifest(run.task, canonical_config(run.task_config))
+
+
+@functools.lru_cache(maxsize=32)
+def lossless_names(path: str, config_json: str) -> frozenset[str]:
+    """The model's buffers: statistics, not trained weights, which every upload sends as float32
+    whatever the round's encoding (``codec.encode``'s ``exact``; the worker's ``buffer_names``)."""
+    return buffer_names(seeded_model(load_task(path), json.loads(config_json), seed=0))
+
+
+def run_lossless(run) -> frozenset[str]:
+    return lossless_names(run.task, canonical_config(run.task_config))
 
 
 def initial_arrays(run) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ from fedplatform.errors import Conflict, Forbidden, Invalid, NotFound
 
 from clients.serializers import HeartbeatReplySerializer, HeartbeatSerializer, TaskSerializer
 
-from . import blobs, exports, lifecycle, protocol, runtask
+from . import blobs, device_input, exports, lifecycle, protocol, runtask
 from .models import ExportStatus, ModelVersion, Round, Run
 from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer, RunConfigSerializer, RunSerializer
 
@@ -140,11 +140,10 @@ class RunViewSet(
         if client is not None and client.run_id != run.pk:
             raise Forbidden("that model belongs to another run", "not_your_resource")
         versions = run.versions.order_by("-number")
-        wanted = request.query_params.get("version")
+        wanted = device_input.parse_query_int(request.query_params.get("version"), name="version", code="bad_version")
+        base = device_input.parse_query_int(request.query_params.get("base"), name="base", code="bad_base")
         if wanted is not None:
-            if not wanted.isdigit():
-                raise Invalid("version must be a non-negative integer", "bad_version")
-            versions = versions.filter(number=int(wanted))
+            versions = versions.filter(number=wanted)
         version = versions.first()
         if version is None:
             raise NotFound(f"run {run.pk} has no version {wanted}", "no_such_version")
@@ -154,10 +153,7 @@ class RunViewSet(
         etag = f'"{version.number}"'
         if request.headers.get("If-None-Match") == etag:
             return HttpResponseNotModified(headers={"ETag": etag})
-        base = request.query_params.get("base")
-        if base is not None and not (base.isascii() and base.isdigit()):
-            raise Invalid("base must be a non-negative integer", "bad_base")
-        data = protocol.model_download(client=client, version=version, base=None if base is None else int(base))
+        data = protocol.model_download(client=client, version=version, base=base)
         headers = {"ETag": etag, "X-Model-Version": str(version.number)}
         header = codec.peek_header(data)
         if header["kind"] == "delta":
@@ -211,10 +207,19 @@ class RoundViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
 
 class UpdateUploadView(APIView):
-    """A selected client uploads its update for a round: the delta from the round's base version."""
+    """A selected client uploads its update for a round: the delta from the round's base version.
+
+    The body is read here, through a bound (``device_input.read_body``), not through DRF's
+    parsers: they skip a body without ``Content-Length`` (chunked, as streaming proxies send it).
+    """
 
     permission_classes = [IsClient]
-    parser_classes = [TensorParser]
+    parser_classes = [TensorParser]  # the media type, for the schema; the body is read in put()
+
+    @classmethod
+    def max_body_bytes(cls, round_id: int, client_id: int) -> int:
+        """The body limit, for the ASGI handler to refuse a larger body before buffering it."""
+        return protocol.round_upload_limit(round_id, cap=settings.FEDPLATFORM["MAX_UPLOAD_BYTES"])
 
     @extend_schema(
         request=BINARY,
@@ -235,16 +240,13 @@ class UpdateUploadView(APIView):
             raise Forbidden("a client may upload only its own update", "not_your_resource")
         if request.content_type.split(";")[0].strip() != codec.CONTENT_TYPE:
             raise Invalid(f"send the update as {codec.CONTENT_TYPE}", "bad_content_type")
-        raw_examples = request.headers.get("X-Num-Examples", "")
-        if not raw_examples.isdigit():
-            raise Invalid("X-Num-Examples must be a positive integer", "bad_num_examples")
+        # Headers first: a malformed one is refused before the body is read.
+        num_examples = device_input.parse_num_examples(request.headers.get("X-Num-Examples"), registered=client.num_examples)
+        metrics = device_input.parse_metrics(request.headers.get("X-Metrics"))
+        limit = self.max_body_bytes(round_id, client_id)
+        body = device_input.read_body(request._request, declared=request.META.get("CONTENT_LENGTH"), limit=limit)
         update, created = protocol.update_accept(
-            round_id=round_id,
-            client=client,
-            body=request.data,
-            num_examples=int(raw_examples),
-            metrics=protocol.parse_metrics(request.headers.get("X-Metrics")),
-            max_bytes=settings.FEDPLATFORM["MAX_UPLOAD_BYTES"],
+            round_id=round_id, client=client, body=body, num_examples=num_examples, metrics=metrics, max_bytes=limit
         )
         body = {"round": round_id, "client": client.pk, "bytes": update.bytes_wire, "sha256": update.sha256, "duplicate": not created}
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
@@ -286,6 +288,8 @@ class DeviceTaskView(_DeviceView):
     )
     def get(self, request, pk: int):
         client = self.device(request, pk)
+        # The long-poll wrapper reads ?wait= too; refusing a malformed one is this view's.
+        device_input.parse_wait(request.query_params.get("wait"), longest=0)
         task = protocol.task_for(client=client)
         if task is None:
             retry = settings.FEDPLATFORM["POLL_INTERVAL"]

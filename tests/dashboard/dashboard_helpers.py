@@ -23,12 +23,12 @@ def join(run: Run, name: str, num_examples: int = 50) -> Client:
     return client
 
 
-def small_delta(run: Run, base_version: int) -> bytes:
+def small_delta(run: Run, base_version: int, encoding: str = "float32") -> bytes:
     """A real, valid update: every float weight nudged by a small step."""
     version = run.versions.get(number=base_version)
     base = blobs.decoded_version(version.blob.name, version.sha256)
     delta = {k: (np.full_like(a, 0.001) if a.dtype.kind == "f" else np.zeros_like(a)) for k, a in base.items()}
-    return codec.encode(delta, encoding="float32", kind="delta", base_version=base_version)
+    return codec.encode(delta, encoding=encoding, kind="delta", base_version=base_version)
 
 
 def train_one_round(run: Run, client: Client, metrics: dict | None = None) -> dict:
@@ -36,7 +36,7 @@ def train_one_round(run: Run, client: Client, metrics: dict | None = None) -> di
     task = task_for(client=client)
     assert task is not None, "no task: is the run running with min_clients=1?"
     update_accept(
-        round_id=task["round"], client=client, body=small_delta(run, task["base_version"]), num_examples=50,
+        round_id=task["round"], client=client, body=small_delta(run, task["base_version"], task["upload_encoding"]), num_examples=50,
         metrics=metrics or {"train_seconds": 0.5, "download_seconds": 0.1, "eval_seconds": 0.05},
         max_bytes=MAX_BYTES,
     )

@@ -81,7 +81,7 @@ def _one_update_then_silence(server: Server) -> tuple[int, int]:
     server.kill_engines()  # from now on only the contenders act on the round
     base = codec.decode(devices[0].get(server.url + task["model_url"], timeout=30).content).arrays
     delta = {k: (np.full_like(a, 0.01) if a.dtype.kind == "f" else np.zeros_like(a)) for k, a in base.items()}
-    body = codec.encode(delta, kind="delta", base_version=task["base_version"])
+    body = codec.encode(delta, encoding=task["upload_encoding"], kind="delta", base_version=task["base_version"])
     response = devices[0].put(
         server.url + task["upload_url"], data=body,
         headers={"Content-Type": codec.CONTENT_TYPE, "X-Num-Examples": "10"}, timeout=30,

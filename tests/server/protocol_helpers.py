@@ -35,8 +35,10 @@ def base_arrays(run, version: int = 0) -> dict:
     return {k: np.array(a) for k, a in blobs.decoded_version(v.blob.name, v.sha256).items()}
 
 
-def delta_body(run, task: dict, shift: float, *, encoding: str = "float32") -> tuple[bytes, dict]:
-    """A real delta: the base model with every float moved by ``shift``."""
+def delta_body(run, task: dict, shift: float, *, encoding: str | None = None) -> tuple[bytes, dict]:
+    """A real delta: the base model with every float moved by ``shift``, in the encoding the task
+    asks for unless told otherwise (the server refuses any other)."""
+    encoding = encoding or task["upload_encoding"]
     base = base_arrays(run, task["base_version"])
     trained = {k: (a + shift).astype(a.dtype) if a.dtype.kind == "f" else a + 1 for k, a in base.items()}
     delta = subtract(trained, base)

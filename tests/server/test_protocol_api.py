@@ -7,6 +7,7 @@ import zstandard
 
 from clients.models import Client, ClientStatus, hash_token
 from fedcore import codec
+from rounds.lifecycle import run_configure
 from rounds.models import Round, RoundStatus, Update
 
 from protocol_helpers import base_arrays, delta_body
@@ -162,6 +163,7 @@ def _forged_blob_with_nan(run) -> bytes:
 
 
 def test_an_update_with_nan_values_is_rejected(device, run):
+    run_configure(run=run, changes={"upload_encoding": "float32"}, author="test")  # the forged blob's
     alpha, _ = device("alpha"), device("beta")
     task = alpha.task().json()
     response = alpha.upload(task, _forged_blob_with_nan(run))
@@ -182,7 +184,7 @@ def test_an_update_against_the_wrong_base_version_is_rejected(device, run):
     alpha, _ = device("alpha"), device("beta")
     task = alpha.task().json()
     body, _ = delta_body(run, task, 0.01)
-    forged = codec.encode(codec.decode(body).arrays, kind="delta", base_version=7)
+    forged = codec.encode(codec.decode(body).arrays, encoding=task["upload_encoding"], kind="delta", base_version=7)
     response = alpha.upload(task, forged)
     assert response.status_code == 400
     assert response.json()["code"] == "wrong_base"
@@ -250,6 +252,7 @@ def test_a_failing_server_evaluation_is_recorded_and_does_not_hold_back_the_roun
 
 @pytest.mark.parametrize("encoding", ["int4", "topk10-ternary"])
 def test_quantized_updates_are_averaged_as_the_server_decodes_them(device, run, encoding):
+    run_configure(run=run, changes={"upload_encoding": encoding}, author="test")
     alpha, beta = device("alpha", 100), device("beta", 300)
     task_a, task_b = alpha.task().json(), beta.task().json()
     body_a, _ = delta_body(run, task_a, 0.01, encoding=encoding)
