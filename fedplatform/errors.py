@@ -1,16 +1,19 @@
-"""Domain errors with stable codes, and the DRF handler that renders every error the same way.
+"""Domain errors with stable codes, and the handlers that render every error the same way.
 
 Services raise these without knowing about HTTP; each class names the status a view answers with.
-Every error body is ``{"code": ..., "detail": ...}``.
+Every error body is ``{"code": ..., "detail": ...}``: DRF's errors through ``exception_handler``,
+Django's own 400/403/404/500 (a URL no pattern matches, an unhandled exception) through the
+``handler*`` views below, which ``fedplatform/urls.py`` installs. Django logs every 5xx with its
+traceback (logger ``django.request``, configured in settings whatever DEBUG says).
 """
 from typing import Any
 
-from django.core.exceptions import DisallowedHost
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, JsonResponse
+from django.core.exceptions import DisallowedHost, PermissionDenied, RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from django.views.csrf import csrf_failure as django_csrf_failure
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class FedError(Exception):
@@ -65,12 +68,17 @@ def _first_code(codes: Any) -> str:
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, FedError):
         return Response({"code": exc.code, "detail": exc.detail}, status=exc.http_status)
-    # DRF turns Django's own 404 (an unknown id in a router's URL) and 403 into its exceptions only
-    # inside its handler; convert them here, so their bodies carry a code too.
+    # DRF turns these into its own exceptions inside its handler; turned here first, they get a
+    # code like every other APIException (a bare Http404 answered {"detail": "Not found."}).
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(*exc.args)
-    elif isinstance(exc, DjangoPermissionDenied):
+    elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied(*exc.args)
+    elif isinstance(exc, RequestDataTooBig):
+        return Response({"code": "too_large", "detail": str(exc)}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    # Late: DRF's views import this module while they load (through fedplatform.parsers).
+    from rest_framework.views import exception_handler as drf_exception_handler  # noqa: PLC0415
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -81,8 +89,22 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
-def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    """Django's own 400s (``handler400``), raised before any view runs, in the same JSON shape.
+# ---------------------------------------------------------------- Django's own error views
+
+
+def error_response(status_code: int, code: str, detail: str) -> JsonResponse:
+    return JsonResponse({"code": code, "detail": detail}, status=status_code)
+
+
+def _wants_page(request: HttpRequest) -> bool:
+    """A browser asking for a page (the dashboard, the admin) gets Django's HTML error page;
+    the API, and anything that does not ask for HTML, gets the JSON shape."""
+    path = getattr(request, "path", "") or ""
+    return not path.startswith("/api/") and "text/html" in request.headers.get("Accept", "")
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's own 400s, raised before any view runs.
 
     The commonest is a device that reaches the server by a name or address missing from
     ``ALLOWED_HOSTS``; it must be told which, not be shown an empty HTML page.
@@ -91,5 +113,31 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Jso
         # get_host() is what refused it: read the raw header instead.
         host = request.META.get("HTTP_HOST") or request.META.get("SERVER_NAME", "")
         detail = f"this server does not answer to the host {host[:200]!r}: add it to the server's ALLOWED_HOSTS"
-        return JsonResponse({"code": "disallowed_host", "detail": detail}, status=400)
-    return JsonResponse({"code": "bad_request", "detail": "the request was refused as malformed"}, status=400)
+        return error_response(400, "disallowed_host", detail)
+    if _wants_page(request):
+        return defaults.bad_request(request, exception)
+    return error_response(400, "bad_request", "the request was refused as malformed")
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _wants_page(request):
+        return defaults.permission_denied(request, exception)
+    return error_response(403, "forbidden", "you may not do this")
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _wants_page(request):
+        return defaults.page_not_found(request, exception)
+    return error_response(404, "not_found", f"nothing at {getattr(request, 'path', '')!r}")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _wants_page(request):
+        return defaults.server_error(request)
+    return error_response(500, "server_error", "the server failed; the error is logged")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    if _wants_page(request):
+        return django_csrf_failure(request, reason)
+    return error_response(403, "csrf_failed", f"CSRF check failed: {reason}")

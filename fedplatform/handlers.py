@@ -7,16 +7,33 @@ on it (SQLite's file and pragmas, a pool checkout on PostgreSQL): a few millisec
 device's cheapest requests. Here a request's synchronous part runs in one call on the event
 loop's shared pool (``ASGI_THREADS`` sizes it), whose threads, and their SQLite connections,
 live on. On PostgreSQL the connection goes back to the pool at the end of each call.
+
+Bodies are bounded here, while they arrive: Django's handler reads a whole body (into memory,
+then a temporary file) before any view runs, so a view's limit would come too late. A declared
+``Content-Length`` over the path's limit is answered 413 without reading the body, and a body
+without one (chunked) is cut off with a 413 at the limit. The limit of a path is its view's
+``max_body_bytes(**url_kwargs)`` when it has one (an update upload: its model's size), else
+``FEDPLATFORM["MAX_REQUEST_BYTES"]``.
 """
 import asyncio
+import json
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.handlers import base
-from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.db import close_old_connections, connection
+from django.urls import resolve
+
+from .errors import error_response
+
+log = logging.getLogger("fedplatform.requests")
+# Requests that carry a body worth resolving a limit for; others get the default bound.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def release_connection() -> None:
@@ -39,12 +56,91 @@ def _ensure_pool() -> None:
         loop.set_default_executor(_pools[id(loop)])
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+class _BoundedReceive:
+    """``receive`` for Django's body reader that gives up once the body passes ``limit``."""
+
+    def __init__(self, receive, limit: int) -> None:
+        self._receive, self.limit, self.received, self._done = receive, limit, 0, False
+
+    async def __call__(self) -> dict:
+        message = await self._receive()
+        if message.get("type") == "http.request" and not self._done:
+            self.received += len(message.get("body", b""))
+            self._done = not message.get("more_body", False)
+            if self.received > self.limit:
+                raise BodyTooLarge()
+        return message
+
+
+def _declared_length(scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-length":
+            return int(value) if value.isdigit() and len(value) <= 20 else None
+    return None
+
+
+def _call_released(hook, kwargs: dict) -> int:
+    try:
+        return int(hook(**kwargs))
+    finally:
+        release_connection()
+
+
+async def body_limit(scope) -> int:
+    """The largest body this request may carry (see the module docstring)."""
+    default = settings.FEDPLATFORM["MAX_REQUEST_BYTES"]
+    if scope.get("method", "").upper() not in _BODY_METHODS:
+        return default
+    try:
+        match = resolve(scope["path"].removeprefix(get_script_prefix(scope)))
+    except Exception:  # Resolver404: the 404 is the view layer's to answer
+        return default
+    hook = getattr(getattr(match.func, "cls", None), "max_body_bytes", None)
+    if hook is None:
+        return default
+    try:
+        return await sync_to_async(_call_released, thread_sensitive=False)(hook, match.kwargs)
+    except Exception:
+        log.exception("body limit for %s failed; using the global upload limit", scope["path"])
+        return settings.FEDPLATFORM["MAX_UPLOAD_BYTES"]
+
+
+async def send_error(send, status: int, code: str, detail: str) -> None:
+    body = json.dumps({"code": code, "detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class _NoRequestThread(ASGIHandler):
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             raise ValueError(f"Django serves HTTP here, not {scope['type']}")
         _ensure_pool()
-        await self.handle(scope, receive, send)  # no ThreadSensitiveContext: no thread per request
+        limit = await body_limit(scope)
+        declared = _declared_length(scope)
+        if declared is not None and declared > limit:
+            await send_error(send, 413, "too_large", f"body of {declared} bytes exceeds this request's limit of {limit}")
+            return
+        try:
+            # No ThreadSensitiveContext: no thread per request.
+            await self.handle(scope, _BoundedReceive(receive, limit), send)
+        except BodyTooLarge:
+            # Raised while Django reads the body, before it has sent anything.
+            await send_error(send, 413, "too_large", f"body exceeds this request's limit of {limit} bytes")
+
+    def create_request(self, scope, body_file):
+        request, response = super().create_request(scope, body_file)
+        if request is None:  # Django's plain-text answers, in the API's shape
+            if response.status_code == 413:
+                response = error_response(413, "too_large", "the body is too large")
+            else:
+                response = error_response(400, "bad_request", "the request is malformed (e.g. not UTF-8)")
+        return request, response
 
 
 class PooledASGIHandler(_NoRequestThread):

@@ -190,6 +190,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "EXCEPTION_HANDLER": "fedplatform.errors.exception_handler",
+    # DRF's parsers, with a JSON parser that refuses what DRF's lets through as a 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "fedplatform.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": None,
 }
 
@@ -208,8 +214,11 @@ SPECTACULAR_SETTINGS = {
 
 # The platform's own knobs.
 FEDPLATFORM = {
-    # Largest update or model body accepted, bytes.
+    # Largest update body accepted, bytes; an upload is also held to its model's own size
+    # (rounds.device_input.upload_limit), so this only matters for models bigger than it.
     "MAX_UPLOAD_BYTES": int(os.environ.get("FEDPLATFORM_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)),
+    # Largest body of any other request (registration, heartbeats, the operators' JSON, the admin).
+    "MAX_REQUEST_BYTES": int(os.environ.get("FEDPLATFORM_MAX_REQUEST_BYTES", 1024 * 1024)),
     # When set, registration requires this key.
     "ENROLLMENT_KEY": os.environ.get("FEDPLATFORM_ENROLLMENT_KEY", ""),
     # Task paths offered beside the built-in and those installed packages declare (comma-separated
@@ -232,8 +241,10 @@ FEDPLATFORM = {
     # Likewise for a version's evaluation.
     "EVAL_LEASE_SECONDS": float(os.environ.get("FEDPLATFORM_EVAL_LEASE", 600)),
 }
-# Bodies are read into memory for hashing and decoding; keep Django's own cap in line.
-DATA_UPLOAD_MAX_MEMORY_SIZE = FEDPLATFORM["MAX_UPLOAD_BYTES"]
+# Django's own cap on the bodies it reads itself (forms); uploads are read by their view.
+DATA_UPLOAD_MAX_MEMORY_SIZE = FEDPLATFORM["MAX_REQUEST_BYTES"]
+# A failed CSRF check answers in the API's JSON shape (a browser's page stays Django's).
+CSRF_FAILURE_VIEW = "fedplatform.errors.csrf_failure"
 
 LOGGING = {
     "version": 1,

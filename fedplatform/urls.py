@@ -7,18 +7,27 @@ from clients.views import ClientViewSet
 from rounds.longpoll import long_poll
 from rounds.views import DeviceTaskView, HeartbeatView, RoundViewSet, RunViewSet, TaskListView, UpdateUploadView
 
-# Errors raised before a view (a host missing from ALLOWED_HOSTS, say) answer JSON like the API.
-handler400 = "fedplatform.errors.bad_request"
+from .converters import ID_REGEX
 
-router = DefaultRouter()
+
+class IdRouter(DefaultRouter):
+    """Every viewset's ``{pk}`` is a database id (``fedplatform.converters``): a path with
+    anything else there matches nothing and is a 404, before any view or query runs."""
+
+    def get_lookup_regex(self, viewset, lookup_prefix: str = "") -> str:
+        lookup_url_kwarg = getattr(viewset, "lookup_url_kwarg", None) or getattr(viewset, "lookup_field", "pk")
+        return f"(?P<{lookup_prefix}{lookup_url_kwarg}>{ID_REGEX})"
+
+
+router = IdRouter()
 router.register("clients", ClientViewSet, basename="client")
 router.register("runs", RunViewSet, basename="run")
 router.register("rounds", RoundViewSet, basename="round")
 
 urlpatterns = [
-    path("api/v1/rounds/<int:round_id>/updates/<int:client_id>/", UpdateUploadView.as_view(), name="update-upload"),
-    path("api/v1/clients/<int:pk>/task/", long_poll(DeviceTaskView), name="client-task"),
-    path("api/v1/clients/<int:pk>/heartbeat/", HeartbeatView.as_view(), name="client-heartbeat"),
+    path("api/v1/rounds/<id:round_id>/updates/<id:client_id>/", UpdateUploadView.as_view(), name="update-upload"),
+    path("api/v1/clients/<id:pk>/task/", long_poll(DeviceTaskView), name="client-task"),
+    path("api/v1/clients/<id:pk>/heartbeat/", HeartbeatView.as_view(), name="client-heartbeat"),
     path("api/v1/tasks/", TaskListView.as_view(), name="task-list"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -28,3 +37,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("dashboard.urls")),
 ]
+
+# Django's own errors (a host missing from ALLOWED_HOSTS, no pattern matched, an unhandled
+# exception) in the API's JSON shape.
+handler400 = "fedplatform.errors.bad_request"
+handler403 = "fedplatform.errors.permission_denied"
+handler404 = "fedplatform.errors.page_not_found"
+handler500 = "fedplatform.errors.server_error"

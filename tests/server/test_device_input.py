@@ -332,12 +332,27 @@ def test_a_chunked_upload_without_content_length_is_accepted(run, selected):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(run, selected):
+    alpha, _, task = selected
+    headers = {**device_headers(alpha), "Content-Length": str(upload_limit_of(task) + 1)}
+    status, answer = asgi_put(task["upload_url"], headers, [])  # not one body byte is ever sent
+    assert status == 413 and json.loads(answer)["code"] == "too_large"
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_chunked_body_past_the_limit_is_cut_off_with_413(run, selected):
     alpha, _, task = selected
     limit = upload_limit_of(task)
     status, answer = asgi_put(task["upload_url"], device_headers(alpha), [b"\0" * (limit // 2 + 1)] * 2 + [b"never read"])
     assert status == 413 and json.loads(answer)["code"] == "too_large"
     assert not Update.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_json_body_over_the_request_limit_is_refused_before_it_is_read(run, settings):
+    settings.FEDPLATFORM = {**settings.FEDPLATFORM, "MAX_REQUEST_BYTES": 1000}
+    status, answer = asgi_put("/api/v1/clients/", {"Content-Type": "application/json", "Content-Length": "1001"}, [])
+    assert status == 413 and json.loads(answer)["code"] == "too_large"
 
 
 # ---------------------------------------------------------------- a hostile device and its run
