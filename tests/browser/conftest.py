@@ -45,7 +45,9 @@ def chromium():
         browser.close()
 
 
-@pytest.fixture(scope="module")
+# One server for every browser test module: each test makes its own run, and a server's start-up
+# is most of a browser test's time.
+@pytest.fixture(scope="session")
 def fed_server(tmp_path_factory):
     server = Server(tmp_path_factory.mktemp("browser-server"))
     server.start()
