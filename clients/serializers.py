@@ -35,28 +35,28 @@ class RegisterSerializer(serializers.Serializer):
         return value
 
 
-class RegisteredSerializer(serializers.Serializer):
+class RunTaskSerializer(serializers.Serializer):
+    """What a run trains, as a device is told it before and at registration."""
+
+    run = serializers.IntegerField()
+    task = serializers.CharField()
+    task_config = serializers.DictField()
+    manifest_digest = serializers.CharField()
+    upload_encoding = serializers.CharField()
+
+
+class RegisteredSerializer(RunTaskSerializer):
     id = serializers.IntegerField()
     token = serializers.CharField(help_text="shown once; send as `Authorization: Token <token>`")
-    name = serializers.CharField()
-    status = serializers.CharField()
-    run = serializers.IntegerField()
-    task = serializers.CharField()
-    task_config = serializers.DictField()
-    manifest_digest = serializers.CharField()
-    upload_encoding = serializers.CharField()
+    name = serializers.CharField(help_text="the client's name")
+    status = serializers.CharField(help_text="the client's status")
 
 
-class EnrollmentSerializer(serializers.Serializer):
+class EnrollmentSerializer(RunTaskSerializer):
     """What a device learns before it registers: the run it would join and what that run trains."""
 
-    run = serializers.IntegerField()
-    name = serializers.CharField()
-    status = serializers.CharField()
-    task = serializers.CharField()
-    task_config = serializers.DictField()
-    manifest_digest = serializers.CharField()
-    upload_encoding = serializers.CharField()
+    name = serializers.CharField(help_text="the run's name")
+    status = serializers.CharField(help_text="the run's status")
 
 
 class ClientSerializer(ModelSerializer):
