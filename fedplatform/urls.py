@@ -5,7 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from clients.views import ClientViewSet
 from rounds.longpoll import long_poll
-from rounds.views import DeviceTaskView, HeartbeatView, RoundViewSet, RunViewSet, TaskListView, UpdateUploadView
+from rounds.views import DeviceTaskView, HeartbeatView, RoundViewSet, RunViewSet, StrategyListView, TaskListView, UpdateUploadView
 
 from .converters import ID_REGEX
 
@@ -29,6 +29,7 @@ urlpatterns = [
     path("api/v1/clients/<id:pk>/task/", long_poll(DeviceTaskView), name="client-task"),
     path("api/v1/clients/<id:pk>/heartbeat/", HeartbeatView.as_view(), name="client-heartbeat"),
     path("api/v1/tasks/", TaskListView.as_view(), name="task-list"),
+    path("api/v1/strategies/", StrategyListView.as_view(), name="strategy-list"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 
 from fedplatform.errors import FedError
 
+from fedcore.strategies import StrategyConfigError, validate_strategy
 from fedcore.tasks.registry import BUILTIN_TASK
 
 from . import lifecycle, runtask
@@ -92,6 +93,12 @@ class RunAdminForm(forms.ModelForm):
         cleaned = super().clean()
         if self.instance.pk and self.instance.is_terminal and set(self.changed_data) & set(TUNABLE_FIELDS):
             raise forms.ValidationError(f"this run is {self.instance.status}; its configuration is final")
+        if "strategy_config" in cleaned:
+            strategy = cleaned.get("strategy") or self.instance.strategy
+            try:
+                cleaned["strategy_config"] = validate_strategy(strategy, cleaned["strategy_config"])
+            except StrategyConfigError as err:
+                self.add_error("strategy_config", str(err))
         return cleaned
 
 

@@ -26,11 +26,12 @@ from django.utils import timezone
 from clients.models import LIVE_STATUSES, SELECTABLE_STATUSES, ClientStatus
 from clients.services import client_transition
 from fedcore import codec
-from fedcore.aggregation import FedAvg, weighted_metric
+from fedcore.aggregation import weighted_metric
+from fedcore.strategies import AggregateResult
 from fedplatform.events import emit, prune_outbox
 from fedplatform.limits import MAX_METRIC_ABS
 
-from . import blobs, dispatch
+from . import blobs, dispatch, runstrategy
 from .models import (
     LIVE_ROUND_STATUSES,
     EvaluationStatus,
@@ -224,7 +225,7 @@ def round_open(*, run_id: int) -> Round | None:
                 number=number,
                 base_version=base,
                 config=run.configs.order_by("-version").first(),
-                hyperparameters=run.hyperparameters(),
+                hyperparameters={**run.hyperparameters(), **runstrategy.client_instructions(run)},
                 upload_encoding=run.upload_encoding,
                 deadline=now + timedelta(seconds=run.round_timeout),
             )
@@ -324,15 +325,23 @@ def contributions(rnd: Round, updates: list[Update], lease: _Lease | None = None
         yield codec.decode_lazily(blobs.load(update.blob.name), kind="delta"), update.num_examples
 
 
-def aggregate_round(rnd: Round, updates: list[Update], lease: _Lease | None = None) -> dict:
-    """The new global model from a round's recorded updates: the one aggregation path, shared by
-    closing and by ``audit_run``."""
+def aggregate_round(rnd: Round, updates: list[Update], lease: _Lease | None = None) -> AggregateResult:
+    """The new global model (and strategy state) from a round's recorded updates: the one
+    aggregation path, shared by closing and by ``audit_run``.
+
+    The run's strategy folds the updates in from the base version and the state stored beside it;
+    a streaming one (weighted means) holds one decoded tensor at a time, a robust rule every update.
+    """
     base = rnd.base_version
-    aggregator = FedAvg(blobs.decoded_version(base.blob.name, base.sha256), sum(u.num_examples for u in updates))
+    strategy = runstrategy.for_round(rnd)
+    aggregation = strategy.begin(
+        blobs.decoded_version(base.blob.name, base.sha256), sum(u.num_examples for u in updates),
+        runstrategy.load_state(base),
+    )
     for arrays, weight in contributions(rnd, updates, lease):
-        aggregator.add(arrays, weight)
+        aggregation.add(arrays, weight)
         del arrays
-    return aggregator.result()
+    return aggregation.result()
 
 
 def _aggregate_and_commit(round_id: int, token: str) -> bool:
@@ -342,11 +351,13 @@ def _aggregate_and_commit(round_id: int, token: str) -> bool:
     if not updates:
         raise RuntimeError(f"round {round_id} was claimed with no update")
     lease = _Lease(round_id, token)
-    arrays = aggregate_round(rnd, updates, lease)
+    result = aggregate_round(rnd, updates, lease)
     lease.renew_if_due()
-    metrics = _round_metrics(rnd, updates, arrays)
-    version = store_version(run=rnd.run, number=rnd.number, arrays=arrays)
-    del arrays
+    metrics = _round_metrics(rnd, updates, result.model)
+    metrics["strategy"] = rnd.run.strategy
+    metrics.update(result.metrics)
+    version = store_version(run=rnd.run, number=rnd.number, arrays=result.model, state=result.state)
+    del result
     metrics["aggregation_seconds"] = round(time.perf_counter() - started, 3)
     with transaction.atomic():
         _lock_run(rnd.run_id)
@@ -366,11 +377,12 @@ def _aggregate_and_commit(round_id: int, token: str) -> bool:
     return True
 
 
-def store_version(*, run: Run, number: int, arrays: dict) -> ModelVersion:
-    """A version row (not yet saved) whose lossless blob is already in storage."""
+def store_version(*, run: Run, number: int, arrays: dict, state: dict | None = None) -> ModelVersion:
+    """A version row (not yet saved) whose lossless blob, and strategy state, are already in storage."""
     data = codec.encode(arrays, encoding="float32", kind="full", meta={"run": run.pk, "version": number})
     digest = blobs.sha256(data)
     name = blobs.store(f"runs/{run.pk}/versions", data, digest)
+    state_name, state_digest = runstrategy.store_state(run, number, state or {})
     return ModelVersion(
         run=run,
         number=number,
@@ -378,6 +390,8 @@ def store_version(*, run: Run, number: int, arrays: dict) -> ModelVersion:
         sha256=digest,
         size_bytes=len(data),
         float32_bytes=codec.float32_size(codec.manifest_of(arrays)),
+        strategy_state=state_name,
+        strategy_state_sha256=state_digest,
         metrics={},
     )
 

@@ -11,7 +11,7 @@ from fedplatform.events import emit
 
 from fedcore.tasks.registry import BUILTIN_TASK
 
-from . import dispatch, runtask
+from . import dispatch, runstrategy, runtask
 from .engine import store_version
 from .models import TERMINAL_RUN_STATUSES, TUNABLE_FIELDS, RoundStatus, Run, RunConfig, RunStatus
 from .shapes import run_shape
@@ -37,6 +37,8 @@ def run_create(
                           "settings in task_config", "invalid_task_config")
         task_config.update({k: v for k, v in (("arch", arch), ("dataset", dataset)) if v is not None})
     values, digest = runtask.resolve(task, task_config)
+    strategy = config.get("strategy", Run._meta.get_field("strategy").default)
+    config["strategy_config"] = runstrategy.checked_config(strategy, config.get("strategy_config"))
     run = Run(task=task, task_config=values, manifest_digest=digest, **config)
     run.full_clean()
     arrays = runtask.initial_arrays(run)
@@ -66,6 +68,8 @@ def run_configure(*, run: Run, changes: dict, author: str) -> RunConfig:
         run = Run.objects.select_for_update().get(pk=run.pk)
         if run.is_terminal:
             raise Conflict(f"run {run.pk} is {run.status}; its configuration is final", "run_closed")
+        if "strategy_config" in changes:
+            changes["strategy_config"] = runstrategy.checked_config(run.strategy, changes["strategy_config"])
         changed = sorted(f for f, v in changes.items() if getattr(run, f) != v)
         for field, value in changes.items():
             setattr(run, field, value)

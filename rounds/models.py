@@ -2,7 +2,10 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from fedcore.strategies import DEFAULT_STRATEGY, STRATEGIES
 from fedcore.tasks.registry import BUILTIN_TASK
+
+STRATEGY_CHOICES = [(spec.name, spec.title) for spec in STRATEGIES.values()]
 
 
 class RunStatus(models.TextChoices):
@@ -20,9 +23,6 @@ TERMINAL_RUN_STATUSES = frozenset({RunStatus.FINISHED, RunStatus.STOPPED, RunSta
 class Run(models.Model):
     """One federated training job and its configuration."""
 
-    class Strategy(models.TextChoices):
-        FEDAVG = "fedavg", "FedAvg (sample-weighted mean of deltas)"
-
     name = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.DRAFT)
     # What is trained: a fedcore task by import path, its validated configuration, and the
@@ -30,7 +30,9 @@ class Run(models.Model):
     task = models.CharField(max_length=200, default=BUILTIN_TASK, help_text="package.module:attribute")
     task_config = models.JSONField(default=dict, blank=True, help_text="the task's configuration, defaults filled in")
     manifest_digest = models.CharField(max_length=64, editable=False, help_text="tensor names, dtypes and shapes")
-    strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.FEDAVG)
+    # How updates become the next model (fedcore.strategies); its parameters are tunable.
+    strategy = models.CharField(max_length=32, choices=STRATEGY_CHOICES, default=DEFAULT_STRATEGY)
+    strategy_config = models.JSONField(default=dict, blank=True, help_text="the strategy's parameters, defaults filled in")
     rounds = models.PositiveIntegerField(default=5, help_text="total rounds to train")
     min_clients = models.PositiveIntegerField(default=2, help_text="ready clients needed to open a round")
     clients_per_round = models.PositiveIntegerField(default=3)
@@ -83,7 +85,7 @@ class Run(models.Model):
 TUNABLE_FIELDS = (
     "rounds", "min_clients", "clients_per_round", "min_updates", "local_epochs", "batch_size",
     "learning_rate", "momentum", "weight_decay", "round_timeout", "offline_after",
-    "upload_encoding", "download_encoding", "allow_backfill",
+    "upload_encoding", "download_encoding", "allow_backfill", "strategy_config",
 )
 
 
@@ -127,6 +129,10 @@ class ModelVersion(models.Model):
     size_bytes = models.BigIntegerField(help_text="encoded size on disk (float32, lossless)")
     float32_bytes = models.BigIntegerField(help_text="raw float32 size, the reference for ratios")
     metrics = models.JSONField(default=dict, blank=True)
+    # The server optimizer's state after this version (momentum, Adam moments; float32, lossless),
+    # read by the round that starts from it: a restart or an audit replays every version exactly.
+    strategy_state = models.FileField(upload_to=version_upload_to, max_length=300, blank=True)
+    strategy_state_sha256 = models.CharField(max_length=64, blank=True)
     evaluation = models.CharField(
         max_length=16, choices=EvaluationStatus.choices, default=EvaluationStatus.PENDING,
         help_text="the server-side test evaluation, a task of its own",

@@ -8,13 +8,13 @@ from .downloads import DOWNLOAD_ENCODINGS
 from .models import TUNABLE_FIELDS, ModelVersion, Round, Run, RunConfig, RoundStatus, Update
 
 CONFIG_FIELDS = [
-    "name", "task", "task_config", "arch", "dataset", "strategy", "rounds", "min_clients", "clients_per_round", "min_updates",
+    "name", "task", "task_config", "arch", "dataset", "strategy", "strategy_config", "rounds", "min_clients", "clients_per_round", "min_updates",
     "local_epochs", "batch_size", "learning_rate", "momentum", "weight_decay", "round_timeout",
     "offline_after", "upload_encoding", "download_encoding", "seed", "allow_backfill",
 ]
 DEFAULT_UPLOAD_ENCODING = "int4"
 # Fixed once a run exists: changing them would invalidate every stored version and update.
-IMMUTABLE_FIELDS = {"task", "task_config", "seed"}
+IMMUTABLE_FIELDS = {"task", "task_config", "seed", "strategy"}
 
 
 class RunSerializer(ModelSerializer):
@@ -27,6 +27,9 @@ class RunSerializer(ModelSerializer):
     arch = serializers.CharField(max_length=32, required=False, write_only=True)
     dataset = serializers.CharField(max_length=32, required=False, write_only=True)
     download_encoding = serializers.ChoiceField(choices=DOWNLOAD_ENCODINGS, default="float32")
+    strategy_config = serializers.JSONField(
+        default=dict, help_text="the strategy's parameters (GET strategies/ lists them); defaults fill what is left out"
+    )
     current_version = serializers.SerializerMethodField()
     completed_rounds = serializers.SerializerMethodField()
     config_version = serializers.SerializerMethodField(help_text="the newest configuration version")

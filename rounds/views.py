@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from clients.models import Client
 from fedcore import codec
+from fedcore.strategies import describe_strategies
 from fedplatform.api import ErrorSerializer, IsClient, TensorParser, TensorRenderer
 from fedplatform.errors import Conflict, Forbidden, Invalid, NotFound
 
@@ -196,6 +197,31 @@ class TaskListView(APIView):
     @extend_schema(responses={200: TaskInfoSerializer(many=True), **ERRORS})
     def get(self, request):
         return Response([runtask.describe(path) for path in runtask.offered_tasks()])
+
+
+class StrategyParamSerializer(serializers.Serializer):
+    default = serializers.FloatField()
+    min = serializers.FloatField()
+    max = serializers.FloatField()
+    integer = serializers.BooleanField()
+    help = serializers.CharField()
+
+
+class StrategyInfoSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="what a run's strategy names")
+    title = serializers.CharField()
+    streaming = serializers.BooleanField(help_text="false: the rule holds every update of a round in memory")
+    params = serializers.DictField(child=StrategyParamSerializer(), help_text="what strategy_config may set")
+
+
+class StrategyListView(APIView):
+    """The strategies a run may name, with the parameters its strategy_config may set."""
+
+    permission_classes = [permissions.IsAdminUser]
+
+    @extend_schema(responses={200: StrategyInfoSerializer(many=True), **ERRORS})
+    def get(self, request):
+        return Response(describe_strategies())
 
 
 class RoundViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

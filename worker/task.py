@@ -1,6 +1,7 @@
 """The server's task JSON (docs/api.md), parsed once so the rest of the worker uses attributes."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ class Hyperparameters:
     learning_rate: float
     momentum: float = 0.9
     weight_decay: float = 0.0
+    proximal_mu: float = 0.0  # FedProx: the weight of the proximal term (0: none)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,15 @@ class Task:
                     learning_rate=float(hp["learning_rate"]),
                     momentum=float(hp.get("momentum", 0.9)),
                     weight_decay=float(hp.get("weight_decay", 0.0)),
+                    proximal_mu=_proximal_mu(hp.get("proximal_mu", 0.0)),
                 ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadTask(f"malformed task ({type(exc).__name__}: {exc}): {body!r:.300}") from exc
+
+
+def _proximal_mu(value: Any) -> float:
+    mu = float(value)
+    if not math.isfinite(mu) or mu < 0:
+        raise ValueError(f"proximal_mu must be a finite number >= 0, got {value!r}")
+    return mu

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from fedcore.state import load_arrays, state_to_arrays, subtract
+from fedcore.strategies.proximal import proximal_term
 from fedcore.tasks import DeviceData, OnBatch, Task, TrainParams
 from worker.task import Hyperparameters
 
@@ -53,7 +54,8 @@ def local_round(
     started = time.perf_counter()
     params = TrainParams(epochs=hp.local_epochs, batch_size=hp.batch_size, learning_rate=hp.learning_rate,
                          momentum=hp.momentum, weight_decay=hp.weight_decay, seed=seed)
-    trained = task.train(model, data, params, device=device, on_batch=on_batch)
+    with proximal_term(model, hp.proximal_mu):  # FedProx; a no-op at mu = 0
+        trained = task.train(model, data, params, device=device, on_batch=on_batch)
     metrics.update(_prefixed("train", trained or {}))
     metrics["train_seconds"] = round(time.perf_counter() - started, 3)
     delta = subtract(state_to_arrays(model), base)

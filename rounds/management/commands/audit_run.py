@@ -1,8 +1,7 @@
-import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
 from fedcore import codec
-from rounds import blobs
+from rounds import blobs, runstrategy
 from rounds.engine import aggregate_round
 from rounds.models import RoundStatus, Run
 
@@ -24,12 +23,19 @@ class Command(BaseCommand):
         rounds = run.round_set.filter(status=RoundStatus.CLOSED).select_related("base_version", "result_version")
         for rnd in rounds.order_by("number"):
             updates = list(rnd.updates.order_by("pk"))
-            expected = aggregate_round(rnd, updates)  # the very path closing took, update by update
+            result = aggregate_round(rnd, updates)  # the very path closing took, update by update
             stored = codec.decode(blobs.load(rnd.result_version.blob.name), kind="full").arrays
-            same = list(expected) == list(stored) and all(np.array_equal(expected[k], stored[k]) for k in expected)
+            same = _identical(result.model, stored) and _identical(result.state, runstrategy.load_state(rnd.result_version))
             mismatches += not same
             verdict = "ok" if same else "MISMATCH"
             self.stdout.write(f"round {rnd.number}: {len(updates)} updates -> v{rnd.result_version.number}: {verdict}")
         if mismatches:
             raise CommandError(f"{mismatches} round(s) do not match their recorded updates")
         self.stdout.write(f"run {run.pk}: {rounds.count()} closed round(s), every version reproduced exactly")
+
+
+def _identical(a: dict, b: dict) -> bool:
+    """Same names, dtypes and bits (NaN payloads and signed zeros included)."""
+    return list(a) == list(b) and all(
+        a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and a[k].tobytes() == b[k].tobytes() for k in a
+    )
