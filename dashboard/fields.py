@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from django.db import models
 
 from fedcore import codec
+from fedcore.strategies import STRATEGIES, validate_strategy
 from rounds.downloads import DOWNLOAD_ENCODINGS
 from rounds import runtask
 from rounds.models import TUNABLE_FIELDS, Run
 
 # What the "new run" form asks; everything else keeps the model's default.
 CREATE_FIELDS = (
-    "name", "task", "task_config", "rounds", "min_clients", "clients_per_round", "min_updates",
+    "name", "task", "task_config", "strategy", "strategy_config", "rounds", "min_clients", "clients_per_round", "min_updates",
     "local_epochs", "batch_size", "learning_rate", "round_timeout", "upload_encoding",
 )
 # Uploads may use any encoding; downloads only the dense ones (see rounds.downloads).
@@ -43,6 +44,10 @@ def spec(name: str) -> FieldSpec:
     if name == "task_config":
         # Prefilled with the default task's settings; the page swaps them when the task changes.
         return FieldSpec(name, label, "json", "JSON: the task's settings", json.dumps(runtask.describe(Run._meta.get_field("task").get_default())["config_defaults"]))
+    if name == "strategy_config":
+        # The default strategy's parameters; the page swaps them when the strategy changes.
+        defaults = validate_strategy(Run._meta.get_field("strategy").get_default())
+        return FieldSpec(name, label, "json", "JSON: the strategy's parameters (clip_norm works with any)", json.dumps(defaults))
     if name in ENCODING_CHOICES:
         choices = tuple((e, e) for e in ENCODING_CHOICES[name])
         return FieldSpec(name, label, "choice", str(field.help_text), default, choices)
@@ -65,6 +70,11 @@ def tunable_specs() -> list[FieldSpec]:
 
 def create_specs() -> list[FieldSpec]:
     return [spec(name) for name in CREATE_FIELDS]
+
+
+def strategy_defaults() -> dict[str, dict]:
+    """Each strategy's parameters with their defaults, for the new-run dialog."""
+    return {name: spec.defaults() for name, spec in STRATEGIES.items()}
 
 
 def task_defaults() -> dict[str, dict]:

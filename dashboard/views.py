@@ -21,6 +21,7 @@ def _page(request: HttpRequest, run: Run | None) -> HttpResponse:
         "tunable_fields": fields.tunable_specs(),
         "create_fields": fields.create_specs(),
         "task_defaults": fields.task_defaults(),
+        "strategy_defaults": fields.strategy_defaults(),
     }
     return render(request, "dashboard/run.html", context)
 

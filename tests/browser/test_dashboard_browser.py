@@ -136,10 +136,18 @@ def test_an_operator_creates_and_starts_a_run_and_a_dropped_socket_resynchronise
     page.click("#new-run-open")
     page.fill("#new-name", "made in the browser")
     page.fill("#new-rounds", "2")
+    page.select_option("#new-strategy", "fedadam")  # its parameters' defaults fill the box, ready to edit
+    expect(page.locator("#new-strategy_config")).to_have_value(re.compile(r'"server_lr":0\.01'))
+    page.fill("#new-strategy_config", '{"server_lr": 0.05, "clip_norm": 10}')
     page.click("#new-run-form button[type=submit]")
     expect(page.locator("#run-name")).to_have_text("made in the browser", timeout=15_000)
     run_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
-    assert server.get(f"/api/v1/runs/{run_id}/")["rounds"] == 2
+    created = server.get(f"/api/v1/runs/{run_id}/")
+    assert created["rounds"] == 2
+    assert created["strategy"] == "fedadam"
+    assert (created["strategy_config"]["server_lr"], created["strategy_config"]["clip_norm"]) == (0.05, 10)
+    expect(page.locator("#run-model")).to_contain_text("fedadam")
+    expect(page.locator("#config-form [name=strategy_config]")).to_have_value(re.compile(r'"server_lr":0\.05'))
 
     page.click('[data-run-action="start"]')
     expect(page.locator("#run-status")).to_have_text("running", timeout=10_000)

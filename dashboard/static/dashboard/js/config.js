@@ -25,6 +25,7 @@ export function readField(input) {
 
 function writeField(input, value) {
   if (input.dataset.kind === "bool") input.checked = Boolean(value);
+  else if (input.dataset.kind === "json") input.value = JSON.stringify(value ?? {});
   else input.value = value == null ? "" : String(value);
 }
 
@@ -47,7 +48,8 @@ export function initConfig(store) {
     const changes = {};
     for (const input of form().querySelectorAll("[data-kind]")) {
       const value = readField(input);
-      if (value !== values[input.name]) changes[input.name] = value;
+      const same = input.dataset.kind === "json" ? JSON.stringify(value) === JSON.stringify(values[input.name]) : value === values[input.name];
+      if (!same) changes[input.name] = value;
     }
     if (!Object.keys(changes).length) {
       setText(message, "nothing changed");

@@ -51,6 +51,11 @@ export function initControls({ store, afterAction, showRun }) {
   document.getElementById("new-task").addEventListener("change", (event) => {
     document.getElementById("new-task_config").value = JSON.stringify(taskDefaults[event.target.value] || {});
   });
+  // Choosing a strategy fills its parameters' defaults in, the same way.
+  const strategyDefaults = JSON.parse(document.getElementById("strategy-defaults").textContent);
+  document.getElementById("new-strategy").addEventListener("change", (event) => {
+    document.getElementById("new-strategy_config").value = JSON.stringify(strategyDefaults[event.target.value] || {});
+  });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = {};

@@ -16,7 +16,7 @@ const SUMMARY_FIELDS = [
   ["min_updates", "min updates"], ["local_epochs", "epochs"], ["batch_size", "batch"],
   ["learning_rate", "lr"], ["momentum", "momentum"], ["weight_decay", "weight decay"],
   ["round_timeout", "deadline s"], ["offline_after", "offline after s"], ["upload_encoding", "uploads"],
-  ["download_encoding", "downloads"], ["allow_backfill", "backfill"],
+  ["download_encoding", "downloads"], ["allow_backfill", "backfill"], ["strategy_config", "strategy"],
 ];
 
 // "cnn on fashion-mnist" for the built-in task; the task's path and settings otherwise.
@@ -29,6 +29,9 @@ function describeTask(run) {
 
 function show(value) {
   if (typeof value === "boolean") return value ? "yes" : "no";
+  if (value && typeof value === "object") {
+    return Object.entries(value).map(([k, v]) => `${k}=${v}`).join(" ") || "defaults";
+  }
   return value == null ? "–" : String(value);
 }
 
@@ -38,7 +41,7 @@ export function renderRun(store) {
   const badge = document.getElementById("run-status");
   setText(badge, run.status);
   badge.className = `badge s-${run.status}`;
-  setText(document.getElementById("run-model"), describeTask(run));
+  setText(document.getElementById("run-model"), `${describeTask(run)} · ${run.strategy}`);
   for (const button of document.querySelectorAll("[data-run-action]")) {
     button.disabled = !CONTROLS[button.dataset.runAction].includes(run.status);
   }
