@@ -8,6 +8,9 @@ and the same arguments always give the same split (numpy default_rng(seed)).
   No partition may be empty: the draw is repeated (same generator, so still
   deterministic) up to _DIRICHLET_RETRIES times, and if a part is still empty it takes
   one index from the currently largest part.
+- "quantity": quantity skew only: partition sizes ~ Dirichlet(alpha) over the partitions, the
+  labels of each drawn at random (every partition looks like the whole dataset, in different
+  amounts). Empty partitions are handled as for "dirichlet".
 - "shards": McMahan et al.'s pathological split: indices sorted by label, cut into
   num_partitions * shards_per_partition near-equal shards (the remainder spread one
   index at a time), each partition receiving shards_per_partition random shards.
@@ -20,7 +23,7 @@ from numbers import Real
 
 import numpy as np
 
-SCHEMES = ("iid", "dirichlet", "shards")
+SCHEMES = ("iid", "quantity", "dirichlet", "shards")
 _DIRICHLET_RETRIES = 100
 
 
@@ -39,9 +42,22 @@ def _dirichlet_draw(labels: np.ndarray, k: int, alpha: float, rng: np.random.Gen
     return parts
 
 
+def _quantity_draw(n: int, k: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
+    cuts = (np.cumsum(rng.dirichlet(np.full(k, alpha)))[:-1] * n).astype(np.int64)
+    return np.split(rng.permutation(n), cuts)
+
+
 def _dirichlet(labels: np.ndarray, k: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
+    return _non_empty(lambda: [np.concatenate(p) for p in _dirichlet_draw(labels, k, alpha, rng)], k)
+
+
+def _quantity(n: int, k: int, alpha: float, rng: np.random.Generator) -> list[np.ndarray]:
+    return _non_empty(lambda: _quantity_draw(n, k, alpha, rng), k)
+
+
+def _non_empty(draw, k: int) -> list[np.ndarray]:
     for _ in range(_DIRICHLET_RETRIES):
-        parts = [np.concatenate(p) for p in _dirichlet_draw(labels, k, alpha, rng)]
+        parts = draw()
         if all(len(p) for p in parts):
             return parts
     # Very small alpha with many partitions: fall back to topping up empty parts.
@@ -92,6 +108,8 @@ def partition(
         parts = _iid(len(labels), k, rng)
     elif scheme == "dirichlet":
         parts = _dirichlet(labels, k, float(alpha), rng)
+    elif scheme == "quantity":
+        parts = _quantity(len(labels), k, float(alpha), rng)
     else:
         parts = _shards(labels, k, int(shards_per_partition), rng)
     return [np.sort(p).astype(np.int64) for p in parts]

@@ -8,11 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fedcore.partition import SCHEMES
 from worker.config import WorkerConfig
 from worker.exitcodes import DESCRIPTIONS
 
 DATASET_CHOICES = ("fashion-mnist", "cifar10")
-PARTITION_CHOICES = ("iid", "dirichlet", "shards")
+PARTITION_CHOICES = SCHEMES
 
 
 def default_name() -> str:
@@ -105,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--partition", choices=PARTITION_CHOICES, default="iid",
                       help="how the dataset is split between workers (default: iid)")
     data.add_argument("--alpha", type=_positive_float, default=0.5,
-                      help="Dirichlet concentration for --partition dirichlet (default: 0.5)")
+                      help="Dirichlet concentration for --partition dirichlet (label skew) and quantity "
+                           "(size skew); smaller is more skewed (default: 0.5)")
     data.add_argument("--shards-per-client", type=_positive_int, default=2, metavar="N",
                       help="label shards per worker for --partition shards (default: 2)")
     data.add_argument("--num-partitions", type=_positive_int, default=1, metavar="N",

@@ -31,6 +31,13 @@ def device_indices(labels: np.ndarray, request: DataRequest) -> tuple[np.ndarray
     return train, held_out
 
 
+def training_subset(total: int, size: int, seed: int) -> np.ndarray:
+    """The sorted indices of a seeded ``size``-example subset of ``total`` (all when it is larger)."""
+    if size >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng([seed, 0x5EED]).choice(total, size=size, replace=False))
+
+
 def describe(request: DataRequest, what: str, data_train: int, data_eval: int) -> str:
     return (f"{what} partition {request.partition_index}/{request.num_partitions} ({request.partition}), "
             f"{data_train} train + {data_eval} eval examples")

@@ -12,12 +12,14 @@ from torch import nn
 from fedcore.data import DATASETS, DatasetNotFound, load_dataset, to_tensors
 from fedcore.nets import ARCHITECTURES, build_model
 from fedcore.tasks.base import DataRequest, DeviceData, Task, TaskConfigError, TaskDataError, TensorSplit
-from fedcore.tasks.splits import describe, device_indices
+from fedcore.tasks.splits import describe, device_indices, training_subset
 
 
 class ImageClassification(Task):
     title = "Image classification: small CNN or ResNet-18/50 (CIFAR form) on Fashion-MNIST or CIFAR-10"
-    config_defaults = MappingProxyType({"arch": "cnn", "dataset": "fashion-mnist"})
+    # train_examples > 0: every device first draws the same seeded subset of the training split,
+    # then partitions it (quick experiments at a chosen data size; 0 = the whole split).
+    config_defaults = MappingProxyType({"arch": "cnn", "dataset": "fashion-mnist", "train_examples": 0})
 
     def validate_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         values = super().validate_config(config)
@@ -25,6 +27,8 @@ class ImageClassification(Task):
             raise TaskConfigError(f"unknown arch {values['arch']!r}; choose from {list(ARCHITECTURES)}")
         if values["dataset"] not in DATASETS:
             raise TaskConfigError(f"unknown dataset {values['dataset']!r}; choose from {list(DATASETS)}")
+        if values["train_examples"] < 0:
+            raise TaskConfigError(f"train_examples must be 0 (all) or positive, got {values['train_examples']}")
         return values
 
     def build_model(self, config: Mapping[str, Any]) -> nn.Module:
@@ -46,6 +50,9 @@ class ImageClassification(Task):
             ) from err
         except (ValueError, OSError) as err:  # corrupt files, a failed download
             raise TaskDataError(f"cannot read {name}: {err}") from err
+        if config.get("train_examples", 0):
+            keep = training_subset(len(y), config["train_examples"], request.seed)
+            x, y = x[keep], y[keep]
         train_idx, eval_idx = device_indices(y, request)
         info = DATASETS[name]
         train = TensorSplit(*to_tensors(x[train_idx], y[train_idx], info))

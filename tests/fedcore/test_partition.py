@@ -104,3 +104,13 @@ def test_bad_arguments_are_rejected(labels, kwargs):
 def test_non_integer_labels_are_rejected():
     with pytest.raises(ValueError):
         partition(np.array([0.5, 1.5]), num_partitions=1)
+
+
+def test_quantity_skew_varies_the_sizes_and_keeps_every_partitions_label_mix():
+    parts = partition(labels := np.random.default_rng(1).integers(0, 10, size=20000), num_partitions=5,
+                      scheme="quantity", alpha=0.5, seed=2)
+    sizes = sorted(len(p) for p in parts)
+    assert sizes[-1] > 3 * sizes[0]  # alpha 0.5: very unequal amounts of data
+    big = [p for p in parts if len(p) >= 1000]
+    assert label_skew(labels, big) < 0.05  # each of them looks like the whole dataset
+    assert label_skew(labels, partition(labels, num_partitions=5, scheme="dirichlet", alpha=0.5, seed=2)) > 0.2

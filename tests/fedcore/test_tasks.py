@@ -27,9 +27,9 @@ from fedcore.tasks import (
 
 def test_the_builtin_task_fills_in_defaults_and_refuses_unknown_keys_wrong_types_and_choices():
     task = load_task(BUILTIN_TASK)
-    assert task.validate_config({}) == {"arch": "cnn", "dataset": "fashion-mnist"}
-    assert task.validate_config({"arch": "resnet18", "dataset": "cifar10"}) == {"arch": "resnet18", "dataset": "cifar10"}
-    with pytest.raises(TaskConfigError, match=r"unknown configuration keys \['depth'\]; this task takes: arch, dataset"):
+    assert task.validate_config({}) == {"arch": "cnn", "dataset": "fashion-mnist", "train_examples": 0}
+    assert task.validate_config({"arch": "resnet18", "dataset": "cifar10"}) == {"arch": "resnet18", "dataset": "cifar10", "train_examples": 0}
+    with pytest.raises(TaskConfigError, match=r"unknown configuration keys \['depth'\]; this task takes: arch, dataset, train_examples"):
         task.validate_config({"depth": 3})
     with pytest.raises(TaskConfigError, match="'arch' must be a str"):
         task.validate_config({"arch": 18})
@@ -37,6 +37,18 @@ def test_the_builtin_task_fills_in_defaults_and_refuses_unknown_keys_wrong_types
         task.validate_config({"arch": "vgg"})
     with pytest.raises(TaskConfigError, match="must be a JSON object"):
         task.validate_config(["cnn"])
+    with pytest.raises(TaskConfigError, match="train_examples must be 0"):
+        task.validate_config({"train_examples": -5})
+
+
+def test_train_examples_makes_every_device_partition_the_same_seeded_subset():
+    task = load_task(BUILTIN_TASK)
+    config = task.validate_config({"train_examples": 600})
+    shares = [task.load_data(config, DataRequest(num_partitions=3, partition_index=i, seed=4, eval_fraction=0.1))
+              for i in range(3)]
+    assert sum(d.num_train + d.num_eval for d in shares) == 600
+    rows = {bytes(x.numpy()) for d in shares for split in (d.train, d.eval) for x in split.x}
+    assert len(rows) == 600  # disjoint: no image is on two devices, none in both splits
 
 
 @pytest.mark.parametrize("path, message", [

@@ -77,7 +77,7 @@ def test_a_runs_task_and_its_configuration_cannot_change_after_creation(staff_ap
     for change in ({"arch": "resnet18"}, {"task_config": {"arch": "resnet18", "dataset": "fashion-mnist"}}):
         response = staff_api.patch(f"/api/v1/runs/{run.pk}/", change, format="json")
         assert response.status_code == 400, change
-    assert Run.objects.get(pk=run.pk).task_config == {"arch": "cnn", "dataset": "fashion-mnist"}
+    assert Run.objects.get(pk=run.pk).task_config == {"arch": "cnn", "dataset": "fashion-mnist", "train_examples": 0}
 
 
 def test_operators_pause_and_resume_clients_and_paused_clients_are_not_selected(staff_api, run, device):

@@ -28,7 +28,7 @@ def _digest(path: str, config: dict) -> str:
 
 def test_the_api_lists_the_offered_tasks_with_their_defaults_and_whether_they_import(staff_api):
     listed = {t["path"]: t for t in staff_api.get("/api/v1/tasks/").json()}
-    assert listed[BUILTIN_TASK]["config_defaults"] == {"arch": "cnn", "dataset": "fashion-mnist"}
+    assert listed[BUILTIN_TASK]["config_defaults"] == {"arch": "cnn", "dataset": "fashion-mnist", "train_examples": 0}
     assert listed[USER_TASK] == {"path": USER_TASK, "title": "a linear model of configurable width",
                                  "config_defaults": {"width": 4}, "available": True, "error": ""}
     missing = listed["not_installed_anywhere.mod:task"]
