@@ -46,7 +46,7 @@ def test_a_run_of_a_users_task_stores_its_full_configuration_and_manifest(staff_
 
 def test_the_arch_and_dataset_shorthand_configures_the_builtin_task(staff_api):
     body = staff_api.post("/api/v1/runs/", {"name": "c", "arch": "resnet18", "dataset": "cifar10"}, format="json").json()
-    assert (body["task"], body["task_config"]) == (BUILTIN_TASK, {"arch": "resnet18", "dataset": "cifar10"})
+    assert (body["task"], body["task_config"]) == (BUILTIN_TASK, {"arch": "resnet18", "dataset": "cifar10", "train_examples": 0})
 
 
 @pytest.mark.parametrize("payload, code, says", [
