@@ -68,7 +68,7 @@ def test_a_device_learns_the_runs_task_before_it_registers(run):
     answer = APIClient().get(f"/api/v1/clients/enrollment/?run={run.pk}")
     assert answer.status_code == 200
     assert answer.json() == {"run": run.pk, "name": run.name, "status": "running", "task": BUILTIN_TASK,
-                             "task_config": {"arch": "cnn", "dataset": "fashion-mnist"},
+                             "task_config": {"arch": "cnn", "dataset": "fashion-mnist", "train_examples": 0},
                              "manifest_digest": run.manifest_digest, "upload_encoding": "int4"}
     assert APIClient().get("/api/v1/clients/enrollment/").json()["run"] == run.pk  # the newest active run
 
