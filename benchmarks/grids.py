@@ -1,0 +1,92 @@
+"""The experiment grids: each a base configuration and the configurations it varies.
+
+A configuration is the base updated by one entry of ``configs``; ``seeds`` in an entry overrides
+the grid's. ``centralized: True`` is the baseline: the same model, data and total epochs, trained
+by the same code as one client holding all of it (float32, so each round is plain SGD).
+Hyper-parameters are fixed before any run and never chosen on the test split. Fashion-MNIST
+rounds are scored on a seeded 5,000-example sample of its test split (each round's evaluation
+costs as much as its training otherwise); the CIFAR-10 subset's test split is 2,000 examples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PARTITIONS = (("iid", None), ("quantity", 0.5), ("dirichlet", 0.5), ("dirichlet", 0.1))
+HEADLINE_SEEDS = (0, 1, 2)
+
+BASE = {
+    "dataset": "fashion-mnist", "arch": "cnn", "train_examples": 12000, "test_examples": 5000,
+    "clients": 5, "partition": "iid", "alpha": None, "rounds": 20, "local_epochs": 1,
+    "batch_size": 32, "lr": 0.05, "momentum": 0.9, "strategy": "fedavg", "strategy_config": {},
+    "upload_encoding": "int4", "centralized": False,
+}
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    title: str
+    base: dict
+    configs: list[dict]
+    seeds: tuple[int, ...] = (0,)
+    cross_check: dict = field(default_factory=dict)  # the configuration also run through real processes
+    target_accuracy: float | None = None  # for "rounds to reach it"
+
+
+def _prototype(name: str, title: str, **base) -> Grid:
+    configs: list[dict] = [{"centralized": True, "seeds": HEADLINE_SEEDS}]
+    for clients in (2, 3, 5, 10):
+        for partition, alpha in PARTITIONS:
+            entry: dict = {"clients": clients, "partition": partition, "alpha": alpha}
+            if clients == 5 and partition == "iid":
+                entry["seeds"] = HEADLINE_SEEDS  # the headline comparison with centralized
+            configs.append(entry)
+    return Grid(name, title, {**BASE, **base}, configs, cross_check={"clients": 5, "partition": "iid", "alpha": None})
+
+
+def _strategies() -> Grid:
+    configs: list[dict] = [{"centralized": True}]
+    for strategy, config in (
+        ("fedavg", {}), ("fedprox", {"proximal_mu": 0.01}), ("fedavgm", {}), ("fedadam", {}), ("fedyogi", {}),
+    ):
+        configs.append({"strategy": strategy, "strategy_config": config})
+    return Grid(
+        "strategies-fmnist-dirichlet0.1",
+        "Strategies under label skew: Fashion-MNIST CNN, K = 10, Dirichlet alpha 0.1",
+        {**BASE, "clients": 10, "partition": "dirichlet", "alpha": 0.1, "rounds": 30},
+        configs, seeds=HEADLINE_SEEDS, cross_check={"strategy": "fedadam", "strategy_config": {}},
+        target_accuracy=0.80,
+    )
+
+
+GRIDS = {
+    grid.name: grid
+    for grid in (
+        _prototype("prototype-fmnist", "The prototype's grid: Fashion-MNIST CNN (12,000 training examples)"),
+        _prototype("prototype-cifar10", "The prototype's grid: CIFAR-10 subset CNN (10,000 training examples)",
+                   dataset="cifar10", train_examples=0, test_examples=0, lr=0.02),
+        _strategies(),
+    )
+}
+
+
+def expand(grid: Grid) -> list[tuple[dict, tuple[int, ...]]]:
+    """Every configuration of the grid, complete, with its seeds."""
+    out = []
+    for entry in grid.configs:
+        entry = dict(entry)
+        seeds = tuple(entry.pop("seeds", grid.seeds))
+        config = {**grid.base, **entry}
+        if config["centralized"]:
+            config.update(clients=1, partition="iid", alpha=None, upload_encoding="float32", strategy="fedavg", strategy_config={})
+        out.append((config, seeds))
+    return out
+
+
+def label(config: dict) -> str:
+    """A configuration's name in tables: what varies in the grids."""
+    if config["centralized"]:
+        return "centralized"
+    partition = config["partition"] + (f"({config['alpha']:g})" if config.get("alpha") is not None else "")
+    params = ",".join(f"{k}={v:g}" for k, v in sorted(config["strategy_config"].items()))
+    return f"K={config['clients']} {partition} {config['strategy']}" + (f"[{params}]" if params else "")
