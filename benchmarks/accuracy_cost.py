@@ -4,7 +4,7 @@ One process per encoding simulates the whole federation with fedcore, exactly as
 runs it: every round each client loads the global model, trains locally
 (``fedcore.training.train``), sends ``trained - global`` through ``fedcore.feedback.ErrorFeedback``
 and the codec (as ``worker.agent`` does), and the server averages the *decoded* updates with
-``fedcore.aggregation.fedavg``. Seeds, data split and client order are the same for every
+the strategy layer's FedAvg (``fedcore.strategies``, the engine's path). Seeds, data split and client order are the same for every
 encoding, so the only difference between runs is the wire.
 
     python benchmarks/accuracy_cost.py --task fashion-mnist
@@ -87,7 +87,7 @@ def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
     from fedcore.partition import partition
     from fedcore.state import load_arrays, state_to_arrays, subtract
     from fedcore.training import evaluate, pick_device, train
-    from fedcore.aggregation import fedavg
+    from fedcore.strategies import build_strategy
     from worker.modelcache import MAX_LOSSY_DELTAS
 
     encoding, use_feedback, download_encoding = parse_spec(spec)
@@ -115,6 +115,7 @@ def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
     model = build_model(arch, in_channels=info.in_channels, num_classes=info.num_classes,
                         image_size=info.image_size, seed=args.seed).to(device)
     global_arrays = state_to_arrays(model)
+    strategy = build_strategy("fedavg")  # the engine's aggregation path
     feedback = [ErrorFeedback() for _ in clients]
     copies = [Download(MAX_LOSSY_DELTAS) for _ in clients]  # what each device holds
     bytes_up = bytes_down = 0
@@ -143,7 +144,7 @@ def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
                 contributions.append((decoded.arrays, count))
                 sizes.append(len(pending.body))
                 residuals.append(pending.residual_norm)
-            previous_global, global_arrays = global_arrays, fedavg(global_arrays, contributions)
+            previous_global, global_arrays = global_arrays, strategy.aggregate(global_arrays, contributions).model
             bytes_up += sum(sizes)
             load_arrays(model, global_arrays)
             ev = evaluate(model, test_x, test_y, device=device)

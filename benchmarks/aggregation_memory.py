@@ -2,7 +2,7 @@
 
 Makes N int4 updates of ResNet-18 (CIFAR form) as the wire carries them (random deltas of a
 round's size), stores them as files, and aggregates them through the engine's own path,
-``fedcore.aggregation.FedAvg`` fed one update at a time, each decoded tensor by tensor as it is
+the strategy layer's FedAvg (the engine's path) fed one update at a time, each decoded tensor by tensor as it is
 folded in (``codec.decode_lazily``), as ``rounds.engine`` does.
 Peak memory is what ``tracemalloc`` saw above the base model (numpy reports its buffers to it),
 in model sizes (float32 bytes of the model). For contrast, the same updates decoded all at once
@@ -40,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from fedcore import codec
-    from fedcore.aggregation import FedAvg, weighted_mean
+    from fedcore.aggregation import weighted_mean
+    from fedcore.strategies import build_strategy
     from fedcore.data import DATASETS
     from fedcore.nets import build_model
     from fedcore.state import state_to_arrays
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         started = time.perf_counter()
-        aggregator = FedAvg(base, sum(weights))
+        aggregator = build_strategy("fedavg").begin(base, sum(weights))
         for i, weight in enumerate(weights):
             arrays = codec.decode_lazily(paths[i].read_bytes(), kind="delta")  # as rounds.engine does
             aggregator.add(arrays, weight)

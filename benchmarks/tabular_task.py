@@ -3,7 +3,7 @@ trained centrally on the union of their data by the same task code.
 
 Federated: K devices (Dirichlet label skew), each round every device runs the worker's own
 ``local_round`` and uploads int4 with error feedback (the default), the server takes FedAvg
-(``fedcore.aggregation.fedavg``, the engine's rule). Centralized: one device holding every
+(the strategy layer's FedAvg, the engine's path). Centralized: one device holding every
 device's training rows, trained for the same number of epochs (rounds x local epochs).
 Both are evaluated by the task on the server's test rows after the last round; several seeds.
 
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fedcore import codec  # noqa: E402
-from fedcore.aggregation import fedavg  # noqa: E402
+from fedcore.strategies import build_strategy  # noqa: E402
 from fedcore.feedback import ErrorFeedback  # noqa: E402
 from fedcore.state import buffer_names, load_arrays, state_to_arrays  # noqa: E402
 from fedcore.tasks import DataRequest, DeviceData, TensorSplit, TrainParams, load_task, seeded_model  # noqa: E402
@@ -57,7 +57,7 @@ def federated(task, config, devices: list[DeviceData], hp: Hyperparameters, roun
             feedback[index].commit(pending)
             decoded = codec.decode(pending.body, kind="delta", manifest=manifest).arrays
             deltas.append((decoded, result.num_examples))
-        global_model = fedavg(global_model, deltas)
+        global_model = build_strategy("fedavg").aggregate(global_model, deltas).model
         curve.append(_accuracy(task, config, global_model))
     return curve
 

@@ -1,15 +1,13 @@
-"""Aggregation rules: pure functions over ``[(arrays, num_examples), ...]``, and their streaming form.
+"""Aggregation arithmetic: the example-weighted mean, streaming and batch, and metric means.
 
 Float tensors are averaged in float32, accumulated in float64 (so the order of clients changes
 the result by less than a float32 rounding); integer buffers such as BatchNorm's
 ``num_batches_tracked`` are averaged in exact integer arithmetic and rounded half up, so they
 never drift through a float cast.
 
-The seam the server's engine, its audit and the benchmarks share is :class:`Aggregator`: a rule
-sees contributions one at a time (``add``) and then produces the new model (``result``). A
-weighted mean folds each contribution into an accumulator and forgets it, so memory does not grow
-with the number of updates (``streaming = True``). Robust rules (median, Krum) need every update
-of the round at once; they set ``streaming = False`` and keep what they are given.
+The strategies (``fedcore.strategies``) build on these: the one aggregation path that the
+server's engine, its audit and the benchmarks share. The weighted mean folds each contribution
+into an accumulator and forgets it, so memory does not grow with the number of updates.
 """
 from __future__ import annotations
 
@@ -88,42 +86,6 @@ class WeightedMeanAccumulator:
         return out
 
 
-class Aggregator:
-    """One round's aggregation: contributions in, the new global model out."""
-
-    streaming = True
-
-    def add(self, delta: Arrays, weight: int) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def result(self) -> dict[str, np.ndarray]:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-class FedAvg(Aggregator):
-    """FedAvg on deltas: ``base`` plus the example-weighted mean delta, folded as updates arrive."""
-
-    streaming = True
-
-    def __init__(self, base: Arrays, total_weight: int) -> None:
-        self.base = base
-        self._mean = WeightedMeanAccumulator(total_weight)
-
-    def add(self, delta: Arrays, weight: int) -> None:
-        self._mean.add(delta, weight)
-
-    def result(self) -> dict[str, np.ndarray]:
-        return apply_delta(self.base, self._mean.result())
-
-
-def aggregate(aggregator: Aggregator, contributions: Iterable[tuple[Arrays, int]]) -> dict[str, np.ndarray]:
-    """Feed ``contributions`` (an iterator: each may be decoded only when it is needed) to the rule."""
-    for arrays, weight in contributions:
-        aggregator.add(arrays, weight)
-        del arrays  # a streaming rule keeps nothing of it
-    return aggregator.result()
-
-
 def weighted_mean(contributions: Sequence[tuple[Arrays, int]]) -> dict[str, np.ndarray]:
     """Per-tensor mean of the arrays, weighted by each contribution's example count."""
     if not contributions:
@@ -139,13 +101,6 @@ def apply_delta(base: Arrays, delta: Arrays) -> dict[str, np.ndarray]:
     if list(base) != list(delta):
         raise ValueError("delta and base disagree on tensor names")
     return {name: (base[name] + delta[name]).astype(base[name].dtype) for name in base}
-
-
-def fedavg(base: Arrays, deltas: Sequence[tuple[Arrays, int]]) -> dict[str, np.ndarray]:
-    """FedAvg on deltas: the new global model is ``base`` plus the example-weighted mean delta."""
-    if not deltas:
-        raise ValueError("nothing to aggregate")
-    return aggregate(FedAvg(base, sum(weight for _, weight in deltas) or 1), deltas)
 
 
 def _finite(value: object) -> float | None:

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from fedcore.aggregation import apply_delta, fedavg, weighted_mean, weighted_metric
+from fedcore.aggregation import WeightedMeanAccumulator, apply_delta, weighted_mean, weighted_metric
+from fedcore.strategies import build_strategy
 
 
 def test_weighted_mean_weights_by_example_count():
@@ -27,7 +28,7 @@ def test_fedavg_adds_the_weighted_mean_delta_to_the_base():
     base = {"w": np.array([10.0, 10.0], np.float32), "n": np.array(5, np.int64)}
     d1 = {"w": np.array([1.0, -1.0], np.float32), "n": np.array(2, np.int64)}
     d2 = {"w": np.array([-1.0, 3.0], np.float32), "n": np.array(2, np.int64)}
-    result = fedavg(base, [(d1, 100), (d2, 300)])
+    result = build_strategy("fedavg").aggregate(base, [(d1, 100), (d2, 300)]).model
     np.testing.assert_allclose(result["w"], [9.5, 12.0])
     assert result["n"] == 7
 
@@ -58,7 +59,6 @@ def test_weighted_metric_ignores_missing_reports():
 
 def test_streaming_fedavg_fed_lazily_decoded_updates_equals_the_batch_mean_bit_for_bit():
     from fedcore import codec
-    from fedcore.aggregation import FedAvg, aggregate
 
     rng = np.random.default_rng(1)
     base = {"w": rng.standard_normal((3, 4)).astype(np.float32), "n": np.array(7, np.int64)}
@@ -67,8 +67,9 @@ def test_streaming_fedavg_fed_lazily_decoded_updates_equals_the_batch_mean_bit_f
         for i, weight in enumerate((5, 1, 9))
     ]
     blobs = [codec.encode(d, encoding="float32", kind="delta", base_version=0) for d, _ in deltas]
-    streamed = aggregate(FedAvg(base, 15), ((codec.decode_lazily(b, kind="delta"), w) for b, (_, w) in zip(blobs, deltas)))
-    batch = fedavg(base, [(codec.decode(b).arrays, w) for b, (_, w) in zip(blobs, deltas)])
+    lazily = ((codec.decode_lazily(b, kind="delta"), w) for b, (_, w) in zip(blobs, deltas))
+    streamed = build_strategy("fedavg").aggregate(base, lazily, total_weight=15).model
+    batch = apply_delta(base, weighted_mean([(codec.decode(b).arrays, w) for b, (_, w) in zip(blobs, deltas)]))
     assert streamed.keys() == batch.keys()
     for name in batch:
         assert streamed[name].dtype == batch[name].dtype
@@ -76,9 +77,7 @@ def test_streaming_fedavg_fed_lazily_decoded_updates_equals_the_batch_mean_bit_f
 
 
 def test_a_stream_whose_weights_differ_from_the_announced_total_is_refused():
-    from fedcore.aggregation import FedAvg
-
-    aggregator = FedAvg({"w": np.zeros(2, np.float32)}, total_weight=10)
-    aggregator.add({"w": np.ones(2, np.float32)}, 4)
+    mean = WeightedMeanAccumulator(total_weight=10)
+    mean.add({"w": np.ones(2, np.float32)}, 4)
     with pytest.raises(ValueError, match="differ from the total"):
-        aggregator.result()
+        mean.result()
