@@ -84,10 +84,14 @@ def simulate(config: dict, seed: int, emit) -> None:
     feedback = [ErrorFeedback() for _ in shares]
     started = time.perf_counter()
     for number in range(1, config["rounds"] + 1):
-        contributions, reports, bytes_up = [], [], 0
+        contributions, reports, bytes_up, diverged = [], [], 0, 0
         for index, data in enumerate(shares):
             # The worker's seeding: the round's seed (its number) plus the partition index.
-            result = local_round(task, model, global_model, data, hp, seed=number + index, device=device)
+            try:
+                result = local_round(task, model, global_model, data, hp, seed=number + index, device=device)
+            except FloatingPointError:
+                diverged += 1  # as the worker does: a diverged update is not sent
+                continue
             pending = feedback[index].encode(result.delta, encoding=config["upload_encoding"],
                                              base_version=number - 1, exact=exempt)
             feedback[index].commit(pending)
@@ -95,15 +99,19 @@ def simulate(config: dict, seed: int, emit) -> None:
             decoded = codec.decode(pending.body, kind="delta", manifest=codec.manifest_of(result.delta))
             contributions.append((decoded.arrays, result.num_examples))
             reports.append((result.metrics, result.num_examples))
-        aggregated = strategy.aggregate(global_model, contributions, state)
-        global_model, state = aggregated.model, aggregated.state
+        metrics: dict = {}
+        if contributions:
+            aggregated = strategy.aggregate(global_model, contributions, state)
+            global_model, state, metrics = aggregated.model, aggregated.state, aggregated.metrics
+        # else every client diverged: the platform would abandon the round; the model stays.
         load_arrays(model, global_model)
         evaluated = task.evaluate(model, test, device=device)
         emit({
             "round": number, "test_accuracy": evaluated["accuracy"], "test_loss": evaluated["loss"],
             "train_loss": _weighted([(m.get("train_loss"), n) for m, n in reports]),
             "federated_accuracy": _weighted([(m.get("eval_accuracy"), m.get("eval_examples", 0)) for m, _ in reports]),
-            "bytes_up": bytes_up, "seconds": round(time.perf_counter() - started, 2), **aggregated.metrics,
+            "bytes_up": bytes_up, "seconds": round(time.perf_counter() - started, 2),
+            "contributions": len(contributions), "diverged_clients": diverged, **metrics,
         })
 
 
@@ -264,7 +272,7 @@ def jobs_for(grid: Grid, args: argparse.Namespace) -> list[dict]:
         config = {**config, **dict(args.set or [])}
         if args.cross_check and any(config.get(k) != v for k, v in grid.cross_check.items()):
             continue
-        if args.only and not any(part in label(config) for part in args.only):
+        if args.only and not any(set(part.split()) <= set(label(config).split()) for part in args.only):
             continue
         for seed in (args.seeds if args.seeds is not None else seeds):
             jobs.append({"grid": grid.name, "config": config, "seed": seed, "backend": args.backend})
@@ -337,7 +345,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     r.add_argument("grid", choices=sorted(GRIDS))
     r.add_argument("--backend", choices=("sim", "real"), default="sim")
     r.add_argument("--cross-check", action="store_true", help="only the grid's cross-check configuration")
-    r.add_argument("--only", nargs="+", help="only configurations whose label contains one of these")
+    r.add_argument("--only", nargs="+", help="only configurations whose label has every word of one of these (e.g. 'K=5 iid')")
     r.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], help="override the seeds: 0,1,2")
     r.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)), help="jobs at once")
     r.add_argument("--set", nargs="+", type=_setting, metavar="KEY=JSON",
