@@ -56,8 +56,14 @@ def mean_interval(values: list[float], confidence: float = 0.95) -> tuple[float,
     return mean, mean - half, mean + half
 
 
+# An experiment's rows (``fold_seed_runs.py``, ``experiments.py``) name what accuracy_cost's records call
+# encoding, accuracy and loss by the experiments' names.
+_FROM_EXPERIMENT = {"config": "encoding", "test_accuracy": "accuracy", "test_loss": "loss"}
+
+
 def _records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{_FROM_EXPERIMENT.get(k, k): v for k, v in row.items()} for row in rows]
 
 
 def runs_by_seed(paths: list[Path]) -> dict[str, list[dict]]:
@@ -68,9 +74,10 @@ def runs_by_seed(paths: list[Path]) -> dict[str, list[dict]]:
     runs: dict[str, dict[tuple[str, int], dict]] = {}
     for path in paths:
         found = re.search(r"seed(\d+)", path.name)
-        key = f"seed {int(found.group(1))}" if found else path.name
-        merged = runs.setdefault(key, {})
         for record in _records(path):
+            # An experiment's rows carry their seed; accuracy_cost's files name it.
+            key = f"seed {record['seed']}" if "seed" in record else (f"seed {int(found.group(1))}" if found else path.name)
+            merged = runs.setdefault(key, {})
             slot = (record["encoding"], record["round"])
             if slot in merged and merged[slot]["accuracy"] != record["accuracy"]:
                 raise ValueError(f"{path.name}: {slot[0]} round {slot[1]} differs from another file of {key}")
@@ -145,7 +152,8 @@ def summarize(runs: dict[str, list[dict]], encodings: list[str], margin: float, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("records", nargs="+", type=Path, help=".rounds.jsonl files, paired by the seed in their names")
+    parser.add_argument("records", nargs="+", type=Path,
+                        help="experiment JSONL files (rows carry their seed) or .rounds.jsonl files paired by the seed in their names")
     parser.add_argument("--encodings", default="int4", help="comma-separated, each against float32")
     parser.add_argument("--margin", type=float, default=0.5, help="points an encoding may cost")
     parser.add_argument("--task", choices=tuple(TASKS), default="cifar10")
@@ -156,7 +164,7 @@ def main() -> None:
     runs = runs_by_seed(args.records)
     encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
     body = (
-        "Each run's command and machine are in its own file beside its records. The gap is the lossy "
+        "Each run's command, commit and machine are in its rows. The gap is the lossy "
         "run's test accuracy minus float32's, same seed; the interval is Student's t over the seeds.\n\n"
         + summarize(runs, encodings, args.margin, raw_bytes)
     )
