@@ -71,6 +71,33 @@ class Series:
         return f"{statistics.fmean(reached):.1f}" + (f" ± {statistics.stdev(reached):.1f}" if len(reached) > 1 else "")
 
 
+def validation(s: "Series") -> float:
+    """Mean over seeds of the last rounds' accuracy on the devices' held-out splits (never the test split)."""
+    scores = []
+    for rows in s.by_seed.values():
+        held_out = [r["federated_accuracy"] for r in rows[max(0, s.rounds - TAIL):s.rounds] if r.get("federated_accuracy") is not None]
+        if held_out:
+            scores.append(statistics.fmean(held_out))
+    return 100 * statistics.fmean(scores) if scores else float("nan")
+
+
+def choose_central(series: dict[str, "Series"]) -> str | None:
+    """The centralized learning rate with the best held-out accuracy: the baseline."""
+    candidates = [k for k in series if k.startswith("centralized")]
+    return max(candidates, key=lambda k: validation(series[k])) if candidates else None
+
+
+def central_lines(series: dict[str, "Series"], chosen: str | None) -> list[str]:
+    if chosen is None:
+        return []
+    rows = [[k + (" (chosen)" if k == chosen else ""), str(len(series[k].seeds)), f"{validation(series[k]):.2f}",
+             spread(series[k].final()), spread(series[k].tail())]
+            for k in sorted((k for k in series if k.startswith("centralized")), key=lambda k: -validation(series[k]))]
+    return ["The centralized baseline at each candidate learning rate; the one with the best accuracy on "
+            "the held-out split (the last rounds' mean) is the baseline:", "",
+            table(["configuration", "seeds", f"held-out, last {TAIL} (%)", "test, final round (%)", f"test, last {TAIL} (%)"], rows), ""]
+
+
 def spread(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
@@ -107,10 +134,10 @@ def plot(grid: Grid, series: dict[str, Series], order: list[str], name: str, tit
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for key in order:
-        if key not in series:
+        if key is None or key not in series:
             continue
         s = series[key]
-        style = {"color": "black", "linestyle": "--", "linewidth": 2} if key == "centralized" else {}
+        style = {"color": "black", "linestyle": "--", "linewidth": 2} if key.startswith("centralized") else {}
         ax.plot(range(1, s.rounds + 1), s.curve(), label=f"{key} ({len(s.seeds)} seed{'s' if len(s.seeds) > 1 else ''})", **style)
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy (%)")
@@ -127,7 +154,8 @@ def plot(grid: Grid, series: dict[str, Series], order: list[str], name: str, tit
 
 def prototype_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
     series = series_of(rows)
-    central = series.get("centralized")
+    central_key = choose_central(series)
+    central = series.get(central_key) if central_key else None
     base = grid.base
     lines = [f"## {grid.title}", "",
              f"{base['arch']} on {base['dataset']}, {base['rounds']} rounds of {base['local_epochs']} local epoch(s), "
@@ -136,9 +164,11 @@ def prototype_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
              f"final round / mean of the last {TAIL} rounds (mean ± sd over seeds where there are several).", ""]
     headline = {}
     if central:
-        lines.append(f"Centralized (same model, data and {base['rounds'] * base['local_epochs']} epochs, same training code, "
-                     f"{len(central.seeds)} seeds): final {spread(central.final())}, last {TAIL} {spread(central.tail())}.")
+        lines.append(f"Centralized ({central_key}; same model, data and {base['rounds'] * base['local_epochs']} epochs, "
+                     f"same training code, {len(central.seeds)} seeds): final {spread(central.final())}, "
+                     f"last {TAIL} {spread(central.tail())}.")
         lines.append("")
+        lines += central_lines(series, central_key)
     headers = ["clients", *[p + (f" α={a:g}" if a is not None else "") for p, a in PARTITIONS]]
     body = []
     for clients in (2, 3, 5, 10):
@@ -165,10 +195,10 @@ def prototype_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
         lines += [f"**IID at K = 5 against centralized** ({len(iid5.seeds)} and {len(central.seeds)} seeds): "
                   f"{final_gap:+.2f} points at the final round, {gap:+.2f} on the mean of the last {TAIL}; "
                   f"target within {HEADLINE_GAP:g} points: **{verdict}**.", ""]
-    order = ["centralized", *[label({**base, "clients": k, "partition": p, "alpha": a, "centralized": False})
-                              for k in (2, 3, 5, 10) for p, a in PARTITIONS]]
+    order = [central_key, *[label({**base, "clients": k, "partition": p, "alpha": a, "centralized": False})
+                            for k in (2, 3, 5, 10) for p, a in PARTITIONS]]
     for clients in (5, 10):
-        keys = ["centralized", *[label({**base, "clients": clients, "partition": p, "alpha": a, "centralized": False}) for p, a in PARTITIONS]]
+        keys = [central_key, *[label({**base, "clients": clients, "partition": p, "alpha": a, "centralized": False}) for p, a in PARTITIONS]]
         path = plot(grid, series, keys, f"{grid.name}-K{clients}", f"{grid.title}: K = {clients}")
         lines += [f"![accuracy per round, K = {clients}](results/plots/{path.name})", ""]
     lines += cross_check_section(grid, rows, order)
@@ -178,7 +208,8 @@ def prototype_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
 
 def strategies_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
     series = series_of(rows)
-    central = series.get("centralized")
+    central_key = choose_central(series)
+    central = series.get(central_key) if central_key else None
     base = grid.base
     target = grid.target_accuracy
     lines = [f"## {grid.title}", "",
@@ -187,23 +218,27 @@ def strategies_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
              f"{base['local_epochs']} local epoch(s), lr {base['lr']}, uploads {base['upload_encoding']}; each strategy "
              "with the defaults of the paper that introduced it (no tuning on the test split).", ""]
     body, fedavg_key = [], None
-    order = ["centralized"]
+    order = [central_key]
     for config, _ in expand(grid):
         key = label(config)
-        order.append(key) if key != "centralized" else None
+        if config["centralized"]:
+            if key != central_key:
+                continue
+        else:
+            order.append(key)
         s = series.get(key)
         if s is None:
             continue
         if config["strategy"] == "fedavg" and not config["centralized"]:
             fedavg_key = key
         body.append([key, str(len(s.seeds)), spread(s.final()), spread(s.tail()), s.rounds_to(target) if target else "",
-                     f"{mean(s.tail()) - mean(central.tail()):+.1f}" if central and key != "centralized" else ""])
+                     f"{mean(s.tail()) - mean(central.tail()):+.1f}" if central and key != central_key else ""])
     lines += [table(["configuration", "seeds", "final round (%)", f"mean of last {TAIL} (%)",
                      f"rounds to {100 * target:.0f} %" if target else "", "vs centralized (points)"], body), ""]
     headline = {}
     if fedavg_key and fedavg_key in series:
         fedavg = series[fedavg_key]
-        others = {k: s for k, s in series.items() if k not in ("centralized", fedavg_key)}
+        others = {k: s for k, s in series.items() if not k.startswith("centralized") and k != fedavg_key}
         if others:
             best_key = max(others, key=lambda k: mean(others[k].tail()))
             gain = mean(others[best_key].tail()) - mean(fedavg.tail())
@@ -215,6 +250,7 @@ def strategies_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
                       f"{gain:+.2f} points over FedAvg" + (f", {to_central:+.2f} against centralized" if to_central is not None else "")
                       + f"; target {STRATEGY_GAIN:g} points above FedAvg or within {STRATEGY_GAIN:g} of centralized: "
                       f"**{headline['verdict']}**.", ""]
+    lines += central_lines(series, central_key)
     path = plot(grid, series, order, grid.name, grid.title)
     lines += [f"![accuracy per round per strategy](results/plots/{path.name})", ""]
     lines += cross_check_section(grid, rows, order)

@@ -27,7 +27,7 @@ def _rows(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("experiments") / "tiny.jsonl"
-    _run(out, "fedavg", "fedadam", "centralized", seeds="0,1")
+    _run(out, "fedavg", "fedadam", "centralized lr=0.05", seeds="0,1")
     return out
 
 
@@ -35,13 +35,13 @@ def test_every_round_of_every_configuration_and_seed_is_recorded_with_its_proven
     rows = _rows(recorded)
     keys = {(r["config"], r["seed"], r["round"]) for r in rows}
     configs = {r["config"] for r in rows}
-    assert configs == {"centralized", "K=10 dirichlet(0.1) fedavg", "K=10 dirichlet(0.1) fedadam"}
+    assert configs == {"centralized lr=0.05", "K=10 dirichlet(0.1) fedavg", "K=10 dirichlet(0.1) fedadam"}
     assert keys == {(c, s, n) for c in configs for s in (0, 1) for n in (1, 2)}
     for row in rows:
         assert 0.0 <= row["test_accuracy"] <= 1.0
         assert row["backend"] == "sim" and row["params"]["rounds"] == 2
         assert row["command"].startswith("python benchmarks/experiments.py run") and row["commit"] and "CPU" in row["machine"]
-    central = [r for r in rows if r["config"] == "centralized"]
+    central = [r for r in rows if r["config"] == "centralized lr=0.05"]
     assert all(r["params"]["clients"] == 1 and r["params"]["upload_encoding"] == "float32" for r in central)
     # Different strategies from the same start really aggregate differently.
     by = {(r["config"], r["seed"], r["round"]): r["test_accuracy"] for r in rows}
