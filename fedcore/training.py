@@ -11,6 +11,10 @@ from torch.nn import functional as F
 
 OnBatch = Callable[[int, int, int, float], None]
 
+# A cross-entropy this large means the weights blew up (a sane classifier's is a few units even when
+# it is confidently wrong); an update from there would wreck the global model, finite or not.
+DIVERGED_LOSS = 1e6
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """"auto" -> cuda when available else cpu; "cuda[:N]" fails loudly without CUDA."""
@@ -60,7 +64,8 @@ def train(
     caller's business). The data stays where it is and is moved one batch at a time,
     so large datasets need not fit in GPU memory. Afterwards the model is back on its
     original device and in eval() mode, ready to be serialised or evaluated.
-    Raises FloatingPointError if the loss becomes NaN/inf (the update would be useless).
+    Raises FloatingPointError if the loss becomes NaN/inf or passes DIVERGED_LOSS (training
+    diverged: the update would be useless, or worse).
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs and batch_size must be >= 1")
@@ -85,9 +90,9 @@ def train(
                 loss.backward()
                 optimizer.step()
                 value = loss.item()
-                if not math.isfinite(value):
+                if not math.isfinite(value) or value > DIVERGED_LOSS:
                     raise FloatingPointError(
-                        f"loss became {value} at epoch {epoch}, batch {b}; lower the learning rate"
+                        f"loss became {value:.4g} at epoch {epoch}, batch {b}; lower the learning rate"
                     )
                 loss_sum += value * len(idx)
                 correct += int((logits.argmax(1) == yb).sum())

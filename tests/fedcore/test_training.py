@@ -77,6 +77,16 @@ def test_a_non_finite_loss_stops_training(fashion_subset):
         train(fresh_cnn(), poisoned, y[:16], epochs=1, batch_size=16, lr=0.01, device=CPU)
 
 
+def test_a_blown_up_but_finite_loss_stops_training_too(fashion_subset):
+    # A learning rate far too large on two classes: the weights explode while the loss stays finite
+    # for a while, and such an update would wreck the global model.
+    x, y = fashion_subset
+    two_classes = (y == 0) | (y == 1)
+    with pytest.raises(FloatingPointError, match=r"loss became \d"):  # a number, not nan or inf
+        train(fresh_cnn(), x[two_classes][:256], y[two_classes][:256], epochs=3, batch_size=32, lr=50.0,
+              momentum=0.9, device=CPU)
+
+
 def test_pick_device_cpu_is_cpu():
     assert pick_device("cpu") == CPU
 
