@@ -34,11 +34,15 @@ class Command(BaseCommand):
                             help='the task\'s configuration (default for the built-in: {"arch": "cnn", "dataset": "fashion-mnist"})')
         parser.add_argument("--partition", choices=SCHEMES, default="iid", help="how the workers split the data")
         parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew for --partition dirichlet")
+        parser.add_argument("--strategy", default="fedavg", help="how updates are aggregated (GET /api/v1/strategies/)")
+        parser.add_argument("--strategy-config", type=json.loads, default=None, metavar="JSON",
+                            help="the strategy's parameters, e.g. '{\"server_lr\": 0.01}'")
         parser.add_argument("--learning-rate", type=float, default=0.05)
         parser.add_argument("--batch-size", type=int, default=32)
 
     def handle(self, *args, port: int, workers: int, rounds: int, examples: int, threads: int, task: str,
-               task_config: dict | None, partition: str, alpha: float, learning_rate: float, batch_size: int, **options):
+               task_config: dict | None, partition: str, alpha: float, learning_rate: float, batch_size: int,
+               strategy: str, strategy_config: dict | None, **options):
         call_command("migrate", verbosity=0)
         password = os.environ.get("FEDPLATFORM_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
         user, _ = get_user_model().objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
@@ -58,6 +62,8 @@ class Command(BaseCommand):
                 round_timeout=600,
                 learning_rate=learning_rate,
                 batch_size=batch_size,
+                strategy=strategy,
+                strategy_config=strategy_config or {},
             )
         except FedError as err:  # an unknown task or a bad configuration: say what is valid
             raise CommandError(err.detail) from err
