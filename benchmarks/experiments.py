@@ -32,7 +32,7 @@ from pathlib import Path
 
 import report  # noqa: F401  (puts the repository on sys.path)
 from grids import GRIDS, Grid, expand, label
-from report import REPO, RESULTS, commit, command, machine
+from report import REPO, RESULTS, commit, command, machine, stop_processes
 
 EXPERIMENTS = RESULTS / "experiments"
 CIFAR_SUBSET = REPO.parent / "shared" / "data" / "cifar10-subset.npz"
@@ -185,16 +185,7 @@ class Platform:
         return response.json()
 
     def __exit__(self, *exc) -> None:
-        import signal
-
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.procs)
 
 
 def run_real(config: dict, seed: int, emit, workdir: Path) -> None:

@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 
 import report  # noqa: F401  (puts the repo on sys.path)
-from report import REPO, table, write
+from report import REPO, stop_processes, table, write
 
 PG_ADMIN = os.environ.get("FEDPLATFORM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("FEDPLATFORM_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -168,14 +168,7 @@ class Platform:
             return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (self.pg_name,)).fetchone()[0]
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.procs, timeout=15)
         if self.pg_name:
             import psycopg
 

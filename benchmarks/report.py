@@ -70,3 +70,18 @@ def write(name: str, title: str, body: str, *, out_dir: Path | None = None) -> P
 
 def mb(n: float) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def stop_processes(procs: list, timeout: float = 20) -> None:
+    """Ask each process to stop (SIGINT, newest first, as Ctrl-C would), then kill what lingers."""
+    import signal
+    import subprocess
+
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
