@@ -272,13 +272,21 @@ def jobs_for(grid: Grid, args: argparse.Namespace) -> list[dict]:
 
 def merge(path: Path, rows: list[dict]) -> None:
     """Replace the rows of the same (configuration, seed, backend) with ``rows``; keep the rest."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f".{path.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs of one grid may finish at once
+        _merge_locked(path, rows)
+
+
+def _merge_locked(path: Path, rows: list[dict]) -> None:
     keys = {(r["config"], r["seed"], r["backend"]) for r in rows}
     kept = []
     if path.exists():
         kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         kept = [r for r in kept if (r["config"], r["seed"], r["backend"]) not in keys]
     everything = sorted(kept + rows, key=lambda r: (r["config"], r["backend"], r["seed"], r["round"]))
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in everything))
 
 
