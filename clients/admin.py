@@ -2,11 +2,12 @@
 so every change is recorded as a ClientEvent and reaches the dashboards."""
 from django.contrib import admin, messages
 
+from fedplatform.audit import audit_record
 from fedplatform.errors import FedError
 from rounds.models import Update
 
 from . import services
-from .models import Client, ClientEvent
+from .models import Ban, Client, ClientEvent
 
 
 class ClientEventInline(admin.TabularInline):
@@ -60,16 +61,36 @@ def kick(modeladmin, request, queryset):
     _each(modeladmin, request, queryset, services.client_kick, "kicked")
 
 
+@admin.action(description="Kick selected clients and ban their registration addresses")
+def ban(modeladmin, request, queryset):
+    _each(modeladmin, request, queryset, services.client_ban, "banned")
+
+
+@admin.action(description="Approve selected clients (pending admission)")
+def approve(modeladmin, request, queryset):
+    _each(modeladmin, request, queryset, services.client_approve, "approved")
+
+
+@admin.action(description="Reject selected clients (pending admission)")
+def reject(modeladmin, request, queryset):
+    _each(modeladmin, request, queryset, services.client_reject, "rejected")
+
+
+@admin.action(description="Revoke the tokens of selected clients (they leave)")
+def revoke(modeladmin, request, queryset):
+    _each(modeladmin, request, queryset, services.client_revoke, "revoked the tokens of")
+
+
 @admin.register(Client)
 class ClientAdmin(admin.ModelAdmin):
-    list_display = ["name", "run", "status", "progress", "num_examples", "held_version", "last_seen",
+    list_display = ["name", "run", "status", "admission", "progress", "num_examples", "held_version", "last_seen",
                     "bytes_sent", "bytes_received"]
-    list_filter = ["status", "run"]
+    list_filter = ["status", "admission", "run"]
     list_select_related = ["run"]
     search_fields = ["name", "run__name"]
     # Status changes only through the actions above, so every change is recorded and published.
     readonly_fields = [f.name for f in Client._meta.fields]
-    actions = [pause, resume, kick]
+    actions = [pause, resume, kick, ban, approve, reject, revoke]
     inlines = [ClientEventInline, ClientUpdateInline]
 
     def has_add_permission(self, request) -> bool:
@@ -78,3 +99,24 @@ class ClientAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         # Deleting would bypass the state machine (no event, no round bookkeeping): kick instead.
         return False
+
+
+@admin.register(Ban)
+class BanAdmin(admin.ModelAdmin):
+    """Bans are made by kicking with a ban; deleting one lets its address register again."""
+
+    list_display = ["address", "reason", "actor", "created_at"]
+    search_fields = ["address", "reason"]
+    readonly_fields = [f.name for f in Ban._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def delete_model(self, request, obj: Ban) -> None:
+        self.delete_queryset(request, Ban.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset) -> None:
+        for found in queryset:
+            audit_record(actor=request.user.get_username(), action="ban.lift", target_type="ban",
+                         target_id=found.pk, details={"address": found.address})
+        queryset.delete()

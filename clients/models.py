@@ -33,11 +33,41 @@ DROPPING_STATUSES = frozenset({ClientStatus.PAUSED, ClientStatus.OFFLINE, Client
 
 
 def hash_token(token: str) -> str:
+    # Tokens are 256 random bits, so one unsalted SHA-256 is enough: no dictionary covers them,
+    # and a lookup by hash stays one indexed equality.
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def unusable_token_hash() -> str:
+    """What a revoked token's column holds: no token hashes to it (it is not 64 hex digits)."""
+    return "revoked:" + secrets.token_hex(16)
 
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
+
+
+class Admission(models.TextChoices):
+    """Whether an operator let the client in: only approved clients are selected for rounds."""
+
+    APPROVED = "approved", "approved"
+    PENDING = "pending", "waiting for approval"
+    REJECTED = "rejected", "rejected"
+
+
+class ClientQuerySet(models.QuerySet):
+    def selectable(self, *, seen_since):
+        """Clients a round may choose: in a selectable state, admitted, heard from since
+        ``seen_since``, and proven alive by asking for work at least once after registering.
+
+        The last condition is what a registration flood cannot fake cheaply: each fake client
+        must also keep polling with its own token, or it is never chosen (and the sweep deletes
+        registrations that never polled, ``clients.services.clients_prune_stale``).
+        """
+        return self.filter(
+            status__in=SELECTABLE_STATUSES, admission=Admission.APPROVED,
+            polled_at__isnull=False, last_seen__gte=seen_since,
+        )
 
 
 class Client(models.Model):
@@ -54,10 +84,19 @@ class Client(models.Model):
     bytes_received = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(null=True, blank=True)
+    polled_at = models.DateTimeField(
+        null=True, blank=True, help_text="the first time the device asked for work: its proof of liveness",
+    )
+    admission = models.CharField(max_length=16, choices=Admission.choices, default=Admission.APPROVED)
+    registered_from = models.GenericIPAddressField(
+        null=True, blank=True, help_text="the address it registered from: what a ban refuses",
+    )
+
+    objects = ClientQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["run", "status"])]
+        indexes = [models.Index(fields=["run", "status"]), models.Index(fields=["polled_at", "created_at"])]
 
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"
@@ -82,3 +121,21 @@ class ClientEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
+
+
+class Ban(models.Model):
+    """A registration identity an operator refused: registration and enrollment from it answer
+    ``403 banned``. Deleting the row (in the admin) lifts the ban."""
+
+    address = models.GenericIPAddressField(unique=True)
+    reason = models.CharField(max_length=200, blank=True)
+    actor = models.CharField(max_length=150, blank=True)
+    client = models.ForeignKey(Client, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                               help_text="the client whose kick banned it")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.address

@@ -65,8 +65,18 @@ class ClientSerializer(ModelSerializer):
         fields = [
             "id", "run", "name", "status", "progress", "num_examples", "device_info", "accepts",
             "held_version", "bytes_sent", "bytes_received", "created_at", "last_seen",
+            "admission", "polled_at", "registered_from",
         ]
         read_only_fields = fields
+
+
+class TokenSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    token = serializers.CharField(help_text="the new token, shown once; the old one no longer works")
+
+
+class RejectSerializer(serializers.Serializer):
+    ban = serializers.BooleanField(required=False, default=False, help_text="also ban its registration address")
 
 
 class HeartbeatSerializer(serializers.Serializer):

@@ -4,9 +4,11 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 
-from fedplatform.api import ErrorSerializer, IsClientSelfOrStaff
+from fedplatform.api import ErrorSerializer, IsClient, IsClientSelfOrOperator
 from fedplatform.errors import Conflict, Forbidden, Invalid, NotFound
+from fedplatform.roles import CanOperate, CanView
 from rounds.models import TERMINAL_RUN_STATUSES, Run
 
 from . import services
@@ -16,9 +18,16 @@ from .serializers import (
     EnrollmentSerializer,
     RegisteredSerializer,
     RegisterSerializer,
+    RejectSerializer,
+    TokenSerializer,
 )
 
-ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409)}
+ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
+
+
+def _address(request) -> str | None:
+    """The caller's address as the throttles see it (``FEDPLATFORM_NUM_PROXIES`` hops back)."""
+    return services.normal_address(BaseThrottle().get_ident(request))
 
 
 def _pick_run(run_id: int | None) -> Run:
@@ -66,8 +75,12 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         if self.action in ("create", "enrollment"):
             return [permissions.AllowAny()]
         if self.action in ("retrieve", "destroy"):
-            return [IsClientSelfOrStaff()]
-        return [permissions.IsAdminUser()]
+            return [IsClientSelfOrOperator()]
+        if self.action == "token":
+            return [IsClient()]
+        if self.action == "list":
+            return [CanView()]
+        return [CanOperate()]
 
     def get_object(self) -> Client:
         client = Client.objects.select_related("run").filter(pk=self.kwargs["pk"]).first()
@@ -77,7 +90,7 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return client
 
     def permission_denied(self, request, message=None, code=None):
-        if request.user and isinstance(request.user, Client) and self.action not in ("create",):
+        if request.user and isinstance(request.user, Client) and self.action not in ("create", "enrollment"):
             raise Forbidden(message or "not allowed", "not_your_resource")
         super().permission_denied(request, message=message, code=code)
 
@@ -87,6 +100,8 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         data.is_valid(raise_exception=True)
         values = data.validated_data
         _check_enrollment_key(values.get("enrollment_key", ""))
+        address = _address(request)
+        services.registration_check(address=address)
         run = _pick_run(values.get("run"))
         _check_model(run, values.get("task"), values.get("manifest_digest"))
         client, token = services.client_register(
@@ -95,6 +110,7 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             num_examples=values["num_examples"],
             device_info=values["device"],
             accepts=values["accepts"],
+            address=address,
         )
         body = {
             "id": client.pk,
@@ -115,6 +131,7 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         """The run a device would join and the task it trains, so the device can load the task
         and its data before it registers (registration sends the example count)."""
         _check_enrollment_key(request.headers.get("X-Enrollment-Key", ""))
+        services.registration_check(address=_address(request))
         run_id = request.query_params.get("run")
         if run_id is not None and not (run_id.isascii() and run_id.isdigit() and 0 < len(run_id) <= 12):
             raise Invalid("run must be a positive integer", "bad_parameter")
@@ -134,16 +151,51 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             services.client_kick(client=client, actor=request.user.get_username())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=None, responses={200: ClientSerializer, **ERRORS})
-    @action(detail=True, methods=["post"])
-    def pause(self, request, pk=None):
+    def _control(self, name: str, **kwargs) -> Response:
         client = self.get_object()
-        services.client_pause(client=client, actor=request.user.get_username())
+        # The service leaves ``client`` as it made it (a round the change let open comes after).
+        getattr(services, f"client_{name}")(client=client, actor=self.request.user.get_username(), **kwargs)
         return Response(ClientSerializer(client).data)
 
     @extend_schema(request=None, responses={200: ClientSerializer, **ERRORS})
     @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        return self._control("pause")
+
+    @extend_schema(request=None, responses={200: ClientSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
+        return self._control("resume")
+
+    @extend_schema(request=None, responses={200: ClientSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        """Admit a pending client: from now on rounds may select it."""
+        return self._control("approve")
+
+    @extend_schema(request=RejectSerializer, responses={200: ClientSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        """Refuse a pending client (its token answers 403 kicked); ``ban`` also bans its address."""
+        data = RejectSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._control("reject", ban=data.validated_data["ban"])
+
+    @extend_schema(request=None, responses={200: ClientSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def ban(self, request, pk=None):
+        """Kick the client (if it is still there) and ban the address it registered from."""
+        return self._control("ban")
+
+    @extend_schema(request=None, responses={200: ClientSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        """Revoke the client's token (401 from then on); the client leaves its run."""
+        return self._control("revoke")
+
+    @extend_schema(request=None, responses={200: TokenSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    def token(self, request, pk=None):
+        """A device replaces its own token: the answer holds the new one, the old one stops working."""
         client = self.get_object()
-        services.client_resume(client=client, actor=request.user.get_username())
-        return Response(ClientSerializer(client).data)
+        return Response({"id": client.pk, "token": services.client_rotate_token(client=client)})

@@ -1,14 +1,17 @@
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from fedplatform.events import EVENTS_GROUP, relay
+from fedplatform.roles import can_view
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
-    """Forwards the domain's events (fedplatform.events) to a logged-in operator's browser."""
+    """Forwards the domain's events (fedplatform.events) to a logged-in viewer's or operator's
+    browser. The socket only ever sends: controls go through the REST API and its roles."""
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated or not user.is_staff:
+        if user is None or not await database_sync_to_async(can_view)(user):
             await self.close(code=4403)
             return
         relay.ensure_started()
@@ -20,3 +23,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
 
     async def fed_event(self, message: dict) -> None:
         await self.send_json({"event": message["event"], "data": message["data"]})
+
+    async def receive_json(self, content, **kwargs) -> None:
+        # Nothing is accepted from the browser on this socket, whatever its role.
+        await self.close(code=4405)

@@ -3,15 +3,19 @@
 Views stay thin: the snapshot is built in ``snapshot.py``; every change the page makes goes
 through the REST API, so the browser has no write path of its own.
 """
-from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import user_passes_test
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from fedplatform.roles import can_operate, can_view
 from rounds.models import Run
 
 from . import fields, snapshot
+
+# Viewers, operators and staff; anyone else is sent to the login page.
+viewer_required = user_passes_test(can_view, login_url="dashboard:login")
 
 
 def _page(request: HttpRequest, run: Run | None) -> HttpResponse:
@@ -22,12 +26,14 @@ def _page(request: HttpRequest, run: Run | None) -> HttpResponse:
         "create_fields": fields.create_specs(),
         "task_defaults": fields.task_defaults(),
         "strategy_defaults": fields.strategy_defaults(),
+        # A viewer sees no controls (the API would refuse them anyway).
+        "can_operate": can_operate(request.user),
     }
     return render(request, "dashboard/run.html", context)
 
 
 @require_GET
-@staff_member_required
+@viewer_required
 def index(request: HttpRequest) -> HttpResponse:
     # The newest run is what an operator usually wants; the address stays "/" so it keeps
     # following new runs across visits.
@@ -35,13 +41,13 @@ def index(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@staff_member_required
+@viewer_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     return _page(request, get_object_or_404(Run, pk=run_id))
 
 
 @require_GET
 @never_cache
-@staff_member_required
+@viewer_required
 def run_snapshot(request: HttpRequest, run_id: int) -> JsonResponse:
     return JsonResponse(snapshot.build(get_object_or_404(Run, pk=run_id)))

@@ -9,6 +9,7 @@ from clients.models import Client
 from fedcore.codec import CONTENT_TYPE
 
 from .errors import TooLarge
+from .roles import can_operate, can_view
 
 ErrorSerializer = inline_serializer(
     name="Error",
@@ -28,14 +29,19 @@ class IsClient(permissions.BasePermission):
         return obj == request.user
 
 
-class IsClientSelfOrStaff(permissions.BasePermission):
+class IsClientSelfOrOperator(permissions.BasePermission):
+    """A device acting on itself, or an operator role: viewers may read, operators may also act."""
+
     message = "a client may act only as itself"
 
+    def _role(self, request) -> bool:
+        return can_view(request.user) if request.method in permissions.SAFE_METHODS else can_operate(request.user)
+
     def has_permission(self, request, view) -> bool:
-        return isinstance(request.user, Client) or bool(request.user and request.user.is_staff)
+        return isinstance(request.user, Client) or self._role(request)
 
     def has_object_permission(self, request, view, obj) -> bool:
-        return obj == request.user or bool(getattr(request.user, "is_staff", False))
+        return obj == request.user or (not isinstance(request.user, Client) and self._role(request))
 
 
 class TensorRenderer(renderers.BaseRenderer):

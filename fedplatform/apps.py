@@ -8,6 +8,8 @@ class FedplatformConfig(AppConfig):
 
     def ready(self) -> None:
         from django.core import signals
+
+        from . import checks  # noqa: F401  (registers the deployment checks)
         from django.db import close_old_connections, reset_queries
 
         # Under ASGI Django sends request_started through async_to_sync machinery that runs each

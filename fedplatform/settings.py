@@ -18,9 +18,33 @@ def env_list(name: str, default: str) -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
-# A fixed development key is only acceptable while DEBUG is on; production must set SECRET_KEY.
+
+# HTTPS, from the environment (docs/configuration.md, the README's production section). Behind a
+# TLS-terminating proxy set FEDPLATFORM_PROXY_SSL_HEADER to the header it sets
+# (``X-Forwarded-Proto``); Django then trusts that header's ``https``, so the proxy must
+# overwrite whatever a client sent in it.
+HTTPS = env_bool("FEDPLATFORM_HTTPS", False)
+SECURE_SSL_REDIRECT = env_bool("FEDPLATFORM_SSL_REDIRECT", HTTPS)
+SECURE_HSTS_SECONDS = int(os.environ.get("FEDPLATFORM_HSTS_SECONDS", 31536000 if HTTPS else 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("FEDPLATFORM_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("FEDPLATFORM_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("FEDPLATFORM_SECURE_COOKIES", HTTPS)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+_proxy_header = os.environ.get("FEDPLATFORM_PROXY_SSL_HEADER", "").strip()
+if _proxy_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+
+# A fixed development key is only acceptable while DEBUG is on. Without DEBUG and without
+# SECRET_KEY a process makes up its own (sessions die with it, and two processes do not share
+# them): fine on one laptop, refused in the HTTPS configuration and by ``check --deploy``
+# (fedplatform.checks).
+SECRET_KEY_FROM_ENVIRONMENT = bool(os.environ.get("SECRET_KEY"))
 SECRET_KEY = os.environ.get("SECRET_KEY") or ("dev-only-insecure-key" if DEBUG else "")
 if not SECRET_KEY:
+    if HTTPS:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("SECRET_KEY must be set when FEDPLATFORM_HTTPS is on (DEBUG is off)")
     SECRET_KEY = "unset-" + os.urandom(16).hex()  # sessions won't survive restarts; set SECRET_KEY
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -179,7 +203,7 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LOGIN_URL = "admin:login"
+LOGIN_URL = "dashboard:login"
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -197,6 +221,31 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_PAGINATION_CLASS": None,
+    # Throttles (fedplatform.throttling): per address for what needs no credentials (registration,
+    # enrollment), per client for a device's calls, per user for operators. The defaults let a
+    # thousand devices share one address (a NAT, or the load benchmark on loopback).
+    "DEFAULT_THROTTLE_CLASSES": ["fedplatform.throttling.AnonymousThrottle", "fedplatform.throttling.ClientThrottle",
+                                 "fedplatform.throttling.OperatorThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "anonymous": os.environ.get("FEDPLATFORM_THROTTLE_ANONYMOUS", "3000/min") or None,
+        "client": os.environ.get("FEDPLATFORM_THROTTLE_CLIENT", "600/min") or None,
+        "operator": os.environ.get("FEDPLATFORM_THROTTLE_OPERATOR", "6000/min") or None,
+    },
+    # Proxies in front of the server that append to X-Forwarded-For: the throttles and bans take
+    # the address that many hops back. 0 (the default) trusts no header, only the connection's
+    # address, so a device cannot pick its own address by sending one.
+    "NUM_PROXIES": int(os.environ.get("FEDPLATFORM_NUM_PROXIES", 0)),
+}
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # The throttles' counters, per process (a limit holds per server process). Room for every
+    # device of a large run; locmem's default of 300 entries would keep evicting them.
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "fedplatform-throttle",
+        "OPTIONS": {"MAX_ENTRIES": 100_000, "CULL_FREQUENCY": 4},
+    },
 }
 
 SPECTACULAR_SETTINGS = {
@@ -221,6 +270,10 @@ FEDPLATFORM = {
     "MAX_REQUEST_BYTES": int(os.environ.get("FEDPLATFORM_MAX_REQUEST_BYTES", 1024 * 1024)),
     # When set, registration requires this key.
     "ENROLLMENT_KEY": os.environ.get("FEDPLATFORM_ENROLLMENT_KEY", ""),
+    # When on, a new client waits (admission "pending") until an operator approves it.
+    "REQUIRE_APPROVAL": env_bool("FEDPLATFORM_REQUIRE_APPROVAL", False),
+    # Registrations that never asked for work this long after registering are deleted by the sweep.
+    "STALE_REGISTRATION_SECONDS": float(os.environ.get("FEDPLATFORM_STALE_REGISTRATION_SECONDS", 900)),
     # Task paths offered beside the built-in and those installed packages declare (comma-separated
     # package.module:attribute); a run may name only an offered task.
     "TASKS": [t.strip() for t in os.environ.get("FEDPLATFORM_TASKS", "").split(",") if t.strip()],

@@ -19,7 +19,7 @@ EDITABLE_ON_CHANGE = {"name", *TUNABLE_FIELDS}
 def _control(modeladmin, request, queryset, action_name: str) -> None:
     for run in queryset:
         try:
-            lifecycle.run_control(run=run, action=action_name)
+            lifecycle.run_control(run=run, action=action_name, actor=request.user.get_username())
             modeladmin.message_user(request, f"{run}: {action_name} done")
         except FedError as exc:
             modeladmin.message_user(request, f"{run}: {exc.detail}", messages.WARNING)

@@ -23,8 +23,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from clients.models import LIVE_STATUSES, SELECTABLE_STATUSES, ClientStatus
-from clients.services import client_transition
+from clients.models import LIVE_STATUSES, ClientStatus
+from clients.services import client_transition, clients_prune_stale_now_and_then
 from fedcore import codec
 from fedcore.aggregation import weighted_metric
 from fedcore.strategies import AggregateResult
@@ -137,6 +137,7 @@ def sweep_all() -> None:
             log.exception("run %s: tick failed", run_id)
     _recover_evaluations()
     _prune_now_and_then()
+    clients_prune_stale_now_and_then()
 
 
 _last_prune = 0.0
@@ -188,7 +189,7 @@ def _could_open(run_id: int, now) -> bool:
     if run is None or run.status != RunStatus.RUNNING or run.round_set.filter(status__in=LIVE_ROUND_STATUSES).exists():
         return False
     cutoff = now - timedelta(seconds=run.offline_after)
-    ready = run.clients.filter(status__in=SELECTABLE_STATUSES, last_seen__gte=cutoff).count()
+    ready = run.clients.selectable(seen_since=cutoff).count()
     return ready >= max(1, run.min_clients)
 
 
@@ -208,7 +209,7 @@ def round_open(*, run_id: int) -> Round | None:
             cutoff = now - timedelta(seconds=run.offline_after)
             # Ids only: a tick while thousands of devices join must not load them all, every time.
             candidates = list(
-                run.clients.filter(status__in=SELECTABLE_STATUSES, last_seen__gte=cutoff)
+                run.clients.selectable(seen_since=cutoff)
                 .order_by("pk").values_list("pk", flat=True)
             )
             if len(candidates) < max(1, run.min_clients):

@@ -6,6 +6,7 @@ opening the first round) is the engine's work.
 from django.db import transaction
 from django.utils import timezone
 
+from fedplatform.audit import audit_record
 from fedplatform.errors import Conflict, Invalid
 from fedplatform.events import emit
 
@@ -48,6 +49,8 @@ def run_create(
         version = store_version(run=run, number=0, arrays=arrays)
         version.save()
         dispatch.evaluate_later(version.pk)
+        audit_record(actor=author, action="run.create", target_type="run", target_id=run.pk, run_id=run.pk,
+                     details={"name": run.name, "task": task, "task_config": values, **_tunables(run)})
         emit("run.changed", run_shape(run))
     return run
 
@@ -60,7 +63,10 @@ def run_configure(*, run: Run, changes: dict, author: str) -> RunConfig:
     changes = dict(changes)
     name = changes.pop("name", None)  # a label, not configuration: renaming makes no version
     if name is not None:
-        Run.objects.filter(pk=run.pk).update(name=name)
+        with transaction.atomic():
+            Run.objects.filter(pk=run.pk).update(name=name)
+            audit_record(actor=author, action="run.rename", target_type="run", target_id=run.pk, run_id=run.pk,
+                         details={"name": name})
     unknown = set(changes) - set(TUNABLE_FIELDS)
     if unknown:
         raise Invalid(f"cannot change {', '.join(sorted(unknown))} while a run exists", "immutable_field")
@@ -81,6 +87,8 @@ def run_configure(*, run: Run, changes: dict, author: str) -> RunConfig:
         config = RunConfig.objects.create(
             run=run, version=latest.version + 1, values=_tunables(run), changed=changed, author=author
         )
+        audit_record(actor=author, action="run.configure", target_type="run", target_id=run.pk, run_id=run.pk,
+                     details={"config_version": config.version, **{f: getattr(run, f) for f in changed}})
         emit("run.changed", run_shape(run))
         # Fewer rounds or clients may let the run finish or a round open now.
         dispatch.request_tick(run.pk)
@@ -95,7 +103,7 @@ RUN_MOVES = {
 }
 
 
-def run_control(*, run: Run, action: str) -> Run:
+def run_control(*, run: Run, action: str, actor: str = "") -> Run:
     """Start, pause, resume or stop a run; refuses moves its current status does not allow."""
     allowed_from, to = RUN_MOVES[action]
     now = timezone.now()
@@ -109,6 +117,7 @@ def run_control(*, run: Run, action: str) -> Run:
             run.refresh_from_db()
             raise Conflict(f"cannot {action} a run that is {run.status}", "illegal_run_transition")
         run.refresh_from_db()
+        audit_record(actor=actor, action=f"run.{action}", target_type="run", target_id=run.pk, run_id=run.pk)
         if to == RunStatus.STOPPED:
             # The open round will never be aggregated; its late uploads get 409 round_closed.
             run.round_set.filter(status=RoundStatus.OPEN).update(status=RoundStatus.ABANDONED, closed_at=now)

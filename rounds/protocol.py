@@ -10,8 +10,8 @@ import time
 
 from django.db import IntegrityError, connection, transaction
 
-from clients.models import IDLE_STATUSES, SELECTABLE_STATUSES, Client, ClientStatus
-from clients.services import client_count_bytes, client_seen, client_snapshot, client_transition
+from clients.models import IDLE_STATUSES, SELECTABLE_STATUSES, Admission, Client, ClientStatus
+from clients.services import client_count_bytes, client_polled, client_seen, client_snapshot, client_transition
 from fedcore import codec
 from fedplatform.errors import Conflict, Forbidden, Gone, Invalid, TooLarge
 from fedplatform.events import emit
@@ -62,6 +62,7 @@ def _pending_round(client: Client) -> Round | None:
 
 def task_for(*, client: Client) -> dict | None:
     """The client's work for now, or None; raises Gone when its run is over."""
+    client_polled(client=client)  # first, so a client that comes back online counts as proven
     client_seen(client=client)
     run = client.run
     if run.status in TERMINAL_RUN_STATUSES:
@@ -101,7 +102,7 @@ def task_body(rnd: Round, client: Client) -> dict:
 
 def _backfill(*, run: Run, client: Client) -> Round | None:
     """Give a newcomer an empty place in the open round, when the run allows it."""
-    if client.status not in SELECTABLE_STATUSES:
+    if client.status not in SELECTABLE_STATUSES or client.admission != Admission.APPROVED:
         return None
     rnd = Round.objects.filter(run=run, status=RoundStatus.OPEN).select_related("config").first()
     if rnd is None or rnd.expected.count() >= rnd.config.values["clients_per_round"]:

@@ -11,7 +11,9 @@ from clients.models import Client
 from fedcore import codec
 from fedcore.strategies import describe_strategies
 from fedplatform.api import ErrorSerializer, IsClient, TensorParser, TensorRenderer
+from fedplatform.audit import audit_record
 from fedplatform.errors import Conflict, Forbidden, Invalid, NotFound
+from fedplatform.roles import CanOperate, CanView, can_view
 
 from clients.serializers import HeartbeatReplySerializer, HeartbeatSerializer, TaskSerializer
 
@@ -19,7 +21,7 @@ from . import blobs, device_input, exports, lifecycle, protocol, runtask
 from .models import ExportStatus, ModelVersion, Round, Run
 from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer, RunConfigSerializer, RunSerializer
 
-ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409)}
+ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
 BINARY = {codec.CONTENT_TYPE: OpenApiTypes.BINARY}
 
 
@@ -36,7 +38,7 @@ class RunViewSet(
     def get_permissions(self):
         if self.action == "model":
             return [permissions.IsAuthenticated()]
-        return [permissions.IsAdminUser()]
+        return [CanOperate()]
 
     def perform_content_negotiation(self, request, force=False):
         # ``format`` is also DRF's renderer override (``?format=json``): an export format is
@@ -69,7 +71,7 @@ class RunViewSet(
         return Response(RunConfigSerializer(self.get_object().configs.all(), many=True).data)
 
     def _control(self, action_name: str):
-        run = lifecycle.run_control(run=self.get_object(), action=action_name)
+        run = lifecycle.run_control(run=self.get_object(), action=action_name, actor=self.request.user.get_username())
         return Response(RunSerializer(run).data)
 
     @extend_schema(request=None, responses={200: RunSerializer, **ERRORS})
@@ -136,8 +138,8 @@ class RunViewSet(
         if run is None:
             raise NotFound("no such run", "no_such_run")
         client = request.user if isinstance(request.user, Client) else None
-        if client is None and not request.user.is_staff:
-            raise Forbidden("operators only", "staff_only")
+        if client is None and not can_view(request.user):
+            raise Forbidden("the run's devices, viewers and operators only", "staff_only")
         if client is not None and client.run_id != run.pk:
             raise Forbidden("that model belongs to another run", "not_your_resource")
         versions = run.versions.order_by("-number")
@@ -150,7 +152,7 @@ class RunViewSet(
             raise NotFound(f"run {run.pk} has no version {wanted}", "no_such_version")
         fmt = request.query_params.get("format")
         if fmt in exports.FORMATS:
-            return self._export(version, fmt)
+            return self._export(version, fmt, downloader=None if client else request.user.get_username())
         etag = f'"{version.number}"'
         if request.headers.get("If-None-Match") == etag:
             return HttpResponseNotModified(headers={"ETag": etag})
@@ -163,7 +165,7 @@ class RunViewSet(
             return Response(codec.to_json(codec.decode(data)), headers=headers)
         return HttpResponse(data, content_type=codec.CONTENT_TYPE, headers=headers)
 
-    def _export(self, version: ModelVersion, fmt: str):
+    def _export(self, version: ModelVersion, fmt: str, downloader: str | None):
         """The stored file once the engine has rendered it; until then 202 and when to ask again."""
         found = exports.export_request(version=version, fmt=fmt)
         if found.status == ExportStatus.FAILED:
@@ -171,6 +173,9 @@ class RunViewSet(
         if found.status != ExportStatus.DONE:
             detail = f"version {version.number} is being exported as {fmt}; ask again in a moment"
             return Response({"code": "export_pending", "detail": detail}, status=status.HTTP_202_ACCEPTED, headers={"Retry-After": "1"})
+        if downloader is not None:  # an operator took the model out of the platform
+            audit_record(actor=downloader, action="run.export", target_type="run", target_id=version.run_id,
+                         run_id=version.run_id, details={"version": version.number, "format": fmt})
         # Read whole, as the wire format is: Django's ASGI handler would buffer a file stream anyway.
         return HttpResponse(
             blobs.load(found.blob.name), content_type="application/octet-stream",
@@ -192,7 +197,7 @@ class TaskInfoSerializer(serializers.Serializer):
 class TaskListView(APIView):
     """The tasks a run may name: the built-in, those installed packages declare, FEDPLATFORM_TASKS."""
 
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [CanView]
 
     @extend_schema(responses={200: TaskInfoSerializer(many=True), **ERRORS})
     def get(self, request):
@@ -229,7 +234,7 @@ class RoundViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     queryset = Round.objects.select_related("base_version", "result_version", "config").prefetch_related("expected", "updates__client")
     serializer_class = RoundSerializer
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [CanView]
 
 
 class UpdateUploadView(APIView):

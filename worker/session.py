@@ -16,8 +16,9 @@ from urllib.parse import urljoin
 import requests
 
 API_PREFIX = "/api/v1/"
-# Answers that mean "the server (or its proxy) is restarting or overloaded": worth waiting for.
-RETRY_STATUSES = frozenset({502, 503, 504})
+# Answers that mean "the server (or its proxy) is restarting or overloaded", or "too many requests
+# for now" (429, with Retry-After): worth waiting for.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 class ApiError(Exception):
@@ -123,7 +124,7 @@ class ApiSession:
     ) -> requests.Response:
         """Send one request; return the 1xx-3xx response or raise ``ApiError``/``ServerUnreachable``.
 
-        With ``retry`` (the default), connection failures and 502/503/504 are retried with
+        With ``retry`` (the default), connection failures and 429/502/503/504 are retried with
         exponential backoff and jitter until ``max_retry_seconds`` have passed since the first
         failure; without it, the first failure raises ``ServerUnreachable`` at once (for calls,
         like heartbeats and leaving, that must never stall the worker).

@@ -2,7 +2,7 @@
 import numpy as np
 
 from clients.models import Client
-from clients.services import client_register
+from clients.services import client_polled, client_register
 from fedcore import codec
 from rounds import blobs
 from rounds.models import Run
@@ -19,7 +19,9 @@ def running_run(**config) -> Run:
 
 
 def join(run: Run, name: str, num_examples: int = 50) -> Client:
+    """A registered client that has proven liveness (its first poll), so rounds may select it."""
     client, _token = client_register(run=run, name=name, num_examples=num_examples, device_info={}, accepts=[])
+    client_polled(client=client)
     return client
 
 

@@ -36,10 +36,10 @@ def test_anonymous_visitors_are_sent_to_log_in(client):
     for path in ("/", f"/runs/{run.pk}/", f"/runs/{run.pk}/snapshot.json"):
         response = client.get(path)
         assert response.status_code == 302, path
-        assert response["Location"].startswith("/admin/login/"), path
+        assert response["Location"].startswith("/login/"), path
 
 
-def test_users_who_are_not_staff_are_sent_to_log_in(client, django_user_model):
+def test_users_without_a_role_are_sent_to_log_in(client, django_user_model):
     run = running_run()
     django_user_model.objects.create_user("eve", password="pw-eve-12345")
     client.login(username="eve", password="pw-eve-12345")

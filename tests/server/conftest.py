@@ -26,7 +26,7 @@ def run(db):
 
 @pytest.fixture
 def device(run):
-    def make(name: str, num_examples: int = 100) -> Device:
-        return Device(run.pk, name, num_examples)
+    def make(name: str, num_examples: int = 100, *, poll: bool = True) -> Device:
+        return Device(run.pk, name, num_examples, poll=poll)
 
     return make

@@ -10,7 +10,9 @@ from rounds import blobs
 class Device:
     """A registered client as the server sees it over HTTP."""
 
-    def __init__(self, run_id: int, name: str, num_examples: int = 100):
+    def __init__(self, run_id: int, name: str, num_examples: int = 100, *, poll: bool = True):
+        """With ``poll``, the device asks for work once right after registering, as the worker
+        does: that first poll is what makes it selectable for rounds."""
         self.api = APIClient()
         response = self.api.post(
             "/api/v1/clients/", {"name": name, "run": run_id, "num_examples": num_examples}, format="json"
@@ -19,6 +21,8 @@ class Device:
         self.id = response.json()["id"]
         self.token = response.json()["token"]
         self.api.credentials(HTTP_AUTHORIZATION=f"Token {self.token}")
+        if poll:
+            self.first_task = self.task()
 
     def task(self):
         return self.api.get(f"/api/v1/clients/{self.id}/task/")

@@ -27,6 +27,7 @@ class AcceptingDevice(Device):
         assert response.status_code == 201, response.content
         self.id, self.token = response.json()["id"], response.json()["token"]
         self.api.credentials(HTTP_AUTHORIZATION=f"Token {self.token}")
+        self.task()  # the first poll, as the worker makes: only then is it selectable
 
     def model(self, run, version: int, base: int | None = None, **extra):
         query = f"?version={version}" + ("" if base is None else f"&base={base}")

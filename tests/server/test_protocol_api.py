@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_registration_returns_a_token_once_and_stores_only_its_hash(device):
-    dev = device("alpha")
+    dev = device("alpha", poll=False)
     client = Client.objects.get(pk=dev.id)
     assert client.status == ClientStatus.JOIN
     assert client.token_hash == hash_token(dev.token)

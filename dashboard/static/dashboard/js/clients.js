@@ -10,11 +10,16 @@ const MEANING = {
   offline: "silent for too long", left: "said goodbye", kicked: "removed by an operator; token revoked",
 };
 // Which per-row actions make sense in which state (the server refuses the rest anyway).
+const PENDING = (c) => c.admission === "pending" && !GONE.has(c.status);
 const ACTIONS = [
-  ["pause", (c) => !GONE.has(c.status) && c.status !== "paused"],
+  ["approve", PENDING],
+  ["reject", PENDING],
+  ["pause", (c) => !GONE.has(c.status) && c.status !== "paused" && !PENDING(c)],
   ["resume", (c) => c.status === "paused"],
-  ["kick", (c) => !GONE.has(c.status)],
+  ["kick", (c) => !GONE.has(c.status) && !PENDING(c)],
+  ["ban", (c) => !GONE.has(c.status) && Boolean(c.registered_from)],
 ];
+const DANGER = new Set(["kick", "reject", "ban"]);
 
 function makeRow(client) {
   const row = el("tr", { dataset: { client: String(client.id) } });
@@ -26,7 +31,7 @@ function makeRow(client) {
   const actions = el("td", { class: "c-actions" });
   for (const [action] of ACTIONS) {
     actions.append(el("button", {
-      type: "button", class: action === "kick" ? "danger small" : "small",
+      type: "button", class: DANGER.has(action) ? "danger small" : "small",
       dataset: { clientAction: action, client: String(client.id) }, text: action,
     }));
   }
@@ -38,7 +43,8 @@ function updateRow(row, client, nowMs) {
   const cell = (name) => row.querySelector(`.c-${name}`);
   setText(cell("name"), `${client.name} #${client.id}`);
   const status = cell("state").firstChild;
-  setText(status, client.status);
+  // Waiting for an operator's approval: no round selects it until then.
+  setText(status, PENDING(client) ? `${client.status} · awaiting approval` : client.status);
   if (status.dataset.status !== client.status) {
     status.dataset.status = client.status;
     status.className = `status s-${client.status}`;

@@ -10,6 +10,14 @@ const CLIENT_CALLS = {
   pause: (id) => ["POST", `clients/${id}/pause/`],
   resume: (id) => ["POST", `clients/${id}/resume/`],
   kick: (id) => ["DELETE", `clients/${id}/`],
+  approve: (id) => ["POST", `clients/${id}/approve/`],
+  reject: (id) => ["POST", `clients/${id}/reject/`],
+  ban: (id) => ["POST", `clients/${id}/ban/`],
+};
+const CONFIRM = {
+  kick: (name) => `Kick ${name}? Its token is revoked (it may register again unless banned).`,
+  reject: (name) => `Reject ${name}? Its token is revoked.`,
+  ban: (name) => `Kick ${name} and ban the address it registered from? Devices behind the same address cannot register either.`,
 };
 
 async function act(button, call, after) {
@@ -37,7 +45,7 @@ export function initControls({ store, afterAction, showRun }) {
     if (!button) return;
     const { clientAction: action, client: id } = button.dataset;
     const client = store().clients.get(Number(id));
-    if (action === "kick" && !confirm(`Kick ${client ? client.name : id}? Its token is revoked and it cannot rejoin.`)) return;
+    if (CONFIRM[action] && !confirm(CONFIRM[action](client ? client.name : id))) return;
     const [method, path] = CLIENT_CALLS[action](id);
     act(button, () => api(method, path), afterAction);
   });
