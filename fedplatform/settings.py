@@ -212,7 +212,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Views that name no permission (the API root): the operator roles, reading for viewers.
+    "DEFAULT_PERMISSION_CLASSES": ["fedplatform.roles.CanOperate"],
     "EXCEPTION_HANDLER": "fedplatform.errors.exception_handler",
     # DRF's parsers, with a JSON parser that refuses what DRF's lets through as a 500.
     "DEFAULT_PARSER_CLASSES": [

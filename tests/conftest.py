@@ -20,3 +20,27 @@ def _fresh_throttles():
     from django.core.cache import caches
 
     caches["throttle"].clear()
+
+
+@pytest.fixture
+def role_user(django_user_model):
+    """``role_user(name, "viewer" | "operator")``: a user who is not staff and holds one role.
+
+    The groups come from a data migration; a transactional test's flush removes them, so they
+    are made again here when missing, with the permissions the migration gives them.
+    """
+    from django.contrib.auth.models import Group, Permission
+
+    from fedplatform.roles import OPERATOR_GROUP, VIEWER_GROUP
+
+    grants = {VIEWER_GROUP: ["view_platform"], OPERATOR_GROUP: ["view_platform", "operate_platform"]}
+
+    def make(name: str, role: str):
+        group, created = Group.objects.get_or_create(name=role)
+        if created:
+            group.permissions.set(Permission.objects.filter(content_type__app_label="fedplatform", codename__in=grants[role]))
+        user = django_user_model.objects.create_user(name, password=f"pw-{name}-12345")
+        user.groups.add(group)
+        return user
+
+    return make
