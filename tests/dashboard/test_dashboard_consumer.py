@@ -77,6 +77,40 @@ def test_a_logged_in_user_who_is_not_staff_is_refused(django_user_model):
     assert async_to_sync(scenario)() is False
 
 
+def test_viewers_and_operators_get_a_socket_and_its_events(role_user):
+    run = running_run()
+    client = join(run, "alpha")
+    cookies = [_session_cookie(role_user("vera", "viewer")), _session_cookie(role_user("oscar", "operator"))]
+
+    async def scenario():
+        sockets = []
+        for cookie in cookies:
+            socket, connected = await _connect(cookie)
+            assert connected
+            sockets.append(socket)
+        await database_sync_to_async(client_pause)(client=client, actor="olivia")
+        seen = [await _next_event(socket, "client.status", lambda d: d["id"] == client.pk) for socket in sockets]
+        for socket in sockets:
+            await socket.disconnect()
+        return seen
+
+    assert [data["status"] for data in async_to_sync(scenario)()] == ["paused", "paused"]
+
+
+def test_the_socket_takes_nothing_from_the_browser(role_user):
+    cookie = _session_cookie(role_user("vera", "viewer"))
+
+    async def scenario():
+        socket, connected = await _connect(cookie)
+        assert connected
+        await socket.send_json_to({"action": "kick", "client": 1})
+        output = await socket.receive_output(timeout=5)
+        await socket.disconnect()
+        return output
+
+    assert async_to_sync(scenario)() == {"type": "websocket.close", "code": 4405}
+
+
 def test_a_staff_session_from_another_origin_is_refused(staff_cookie):
     async def scenario():
         results = []

@@ -47,6 +47,26 @@ def test_users_without_a_role_are_sent_to_log_in(client, django_user_model):
     assert client.get("/").status_code == 302
 
 
+def test_a_viewer_sees_the_dashboard_without_controls_and_an_operator_with_them(client, role_user):
+    run = running_run()
+    for role, can_operate in (("viewer", "false"), ("operator", "true")):
+        client.force_login(role_user(f"{role}-user", role))
+        page = client.get(f"/runs/{run.pk}/").content.decode()
+        assert f'data-can-operate="{can_operate}"' in page, role
+        assert client.get(f"/runs/{run.pk}/snapshot.json").json()["run"]["id"] == run.pk
+        assert 'href="/admin/"' not in page  # neither is staff
+        client.logout()
+
+
+def test_a_user_without_a_role_logs_in_at_the_dashboards_own_page_and_a_viewer_gets_in(client, role_user):
+    role_user("vera", "viewer")
+    form = client.get("/login/?next=/")
+    assert form.status_code == 200 and b'name="password"' in form.content
+    response = client.post("/login/", {"username": "vera", "password": "pw-vera-12345", "next": "/"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert client.get("/").status_code == 200
+
+
 def test_the_page_shows_the_newest_run_from_an_embedded_snapshot(staff):
     running_run(name="older")
     newest = running_run(name="newest")
