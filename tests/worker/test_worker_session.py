@@ -27,6 +27,18 @@ def test_503_answers_are_retried_until_the_server_answers(stub_server):
     assert len(retries) == 2 and "503" in retries[0]
 
 
+def test_a_429_is_waited_out_for_its_retry_after_and_tried_again(stub_server):
+    answers = iter([Reply(429, {"code": "throttled", "detail": "slow down"}, headers={"Retry-After": "1"}),
+                    Reply(201, {"id": 1})])
+    server = stub_server({("POST", "/api/v1/clients/"): lambda request: next(answers)})
+    delays = []
+    session = ApiSession(server.url, backoff_base=0.05, backoff_cap=5.0, on_retry=lambda what, delay: delays.append(delay))
+
+    assert session.json_call("POST", "clients/", {"name": "d"}) == {"id": 1}
+    assert len(server.calls("POST", "/api/v1/clients/")) == 2
+    assert delays and delays[0] >= 1.0  # the server's Retry-After, not the short backoff
+
+
 def test_a_refused_connection_is_retried_until_the_server_comes_up():
     port = free_port()
     server = StubServer({("GET", "/api/v1/ping/"): lambda request: Reply(200, {"up": True})}, port=port)
