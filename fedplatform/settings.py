@@ -223,12 +223,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": None,
     # Throttles (fedplatform.throttling): per address for what needs no credentials (registration,
-    # enrollment), per client for a device's calls, per user for operators. The defaults let a
-    # thousand devices share one address (a NAT, or the load benchmark on loopback).
+    # enrollment), per client for a device's calls, per user for operators. The defaults let
+    # thousands of devices join through one address within a minute (a NAT, the load benchmark).
     "DEFAULT_THROTTLE_CLASSES": ["fedplatform.throttling.AnonymousThrottle", "fedplatform.throttling.ClientThrottle",
                                  "fedplatform.throttling.OperatorThrottle"],
     "DEFAULT_THROTTLE_RATES": {
-        "anonymous": os.environ.get("FEDPLATFORM_THROTTLE_ANONYMOUS", "3000/min") or None,
+        "anonymous": os.environ.get("FEDPLATFORM_THROTTLE_ANONYMOUS", "6000/min") or None,
         "client": os.environ.get("FEDPLATFORM_THROTTLE_CLIENT", "600/min") or None,
         "operator": os.environ.get("FEDPLATFORM_THROTTLE_OPERATOR", "6000/min") or None,
     },
