@@ -106,7 +106,8 @@ def test_a_long_poll_is_woken_by_a_round_that_opens_through_another_server_proce
         holder.start()
         time.sleep(2)  # the poll is parked now
         joined_at = time.monotonic()
-        HttpDevice(second.url, run["id"], "newcomer")  # through the other process: the round opens
+        # Through the other process: its first poll proves it alive, and the round opens.
+        HttpDevice(second.url, run["id"], "newcomer").poll()
         holder.join(timeout=40)
         assert answers["status"] == 200
         assert answers["at"] - joined_at < 3, answers  # woken, not timed out after 25 s

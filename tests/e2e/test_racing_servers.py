@@ -76,7 +76,9 @@ def _one_update_then_silence(server: Server) -> tuple[int, int]:
         body = requests.post(f"{server.url}/api/v1/clients/", json={"name": name, "run": run["id"], "num_examples": 10}, timeout=30).json()
         devices.append(requests.Session())
         devices[-1].headers["Authorization"] = f"Token {body['token']}"
-    first_id = server.get("/api/v1/clients/")[0]["id"]
+    first_id, second_id = (c["id"] for c in server.get("/api/v1/clients/"))
+    # The second device's first poll makes it selectable; the first one's, held, gets the task.
+    devices[1].get(f"{server.url}/api/v1/clients/{second_id}/task/", timeout=30)
     task = devices[0].get(f"{server.url}/api/v1/clients/{first_id}/task/?wait=20", timeout=60).json()
     server.kill_engines()  # from now on only the contenders act on the round
     base = codec.decode(devices[0].get(server.url + task["model_url"], timeout=30).content).arrays
