@@ -222,7 +222,7 @@ class StrategyInfoSerializer(serializers.Serializer):
 class StrategyListView(APIView):
     """The strategies a run may name, with the parameters its strategy_config may set."""
 
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [CanView]
 
     @extend_schema(responses={200: StrategyInfoSerializer(many=True), **ERRORS})
     def get(self, request):

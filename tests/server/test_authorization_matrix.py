@@ -108,6 +108,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     # Runs, rounds and tasks: viewers read, operators also act.
     ("api-root", "GET"): Row(lambda w: "/api/v1/", readers()),
     ("task-list", "GET"): Row(lambda w: "/api/v1/tasks/", readers()),
+    ("strategy-list", "GET"): Row(lambda w: "/api/v1/strategies/", readers()),
     ("run-list", "GET"): Row(lambda w: "/api/v1/runs/", readers()),
     ("run-list", "POST"): Row(lambda w: "/api/v1/runs/", operators_only(201), body=lambda w, c: {"name": "m", "rounds": 1}),
     ("run-detail", "GET"): Row(run(), readers()),
