@@ -138,11 +138,15 @@ MATRIX: dict[tuple[str, str], Row] = {
 }
 
 
+# HEAD answers as GET does, without the body; OPTIONS describes. Neither acts.
+IMPLIED = {"HEAD", "OPTIONS"}
+
+
 def _methods(pattern: URLPattern) -> set[str]:
     callback = pattern.callback
     actions = getattr(callback, "actions", None)
     if actions:  # a router's viewset route
-        return {m.upper() for m in actions}
+        return {m.upper() for m in actions} - IMPLIED
     cls = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
     if cls is not None:
         return {m.upper() for m in cls.http_method_names if hasattr(cls, m) and m not in ("options", "head")}
