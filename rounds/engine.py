@@ -31,7 +31,7 @@ from fedcore.strategies import AggregateResult
 from fedplatform.events import emit, prune_outbox
 from fedplatform.limits import MAX_METRIC_ABS
 
-from . import blobs, dispatch, runstrategy
+from . import blobs, broadcast, dispatch, runstrategy
 from .models import (
     LIVE_ROUND_STATUSES,
     EvaluationStatus,
@@ -313,6 +313,7 @@ def round_close(*, round_id: int) -> bool:
         )
         raise
     if closed:
+        broadcast.after_round_closed(round_id=round_id)  # what devices will download, before they ask
         _advance(Round.objects.values_list("run_id", flat=True).get(pk=round_id))
     return closed
 

@@ -12,7 +12,7 @@ from fedplatform.events import emit
 
 from fedcore.tasks.registry import BUILTIN_TASK
 
-from . import dispatch, runstrategy, runtask
+from . import broadcast, dispatch, runstrategy, runtask
 from .engine import store_version
 from .models import TERMINAL_RUN_STATUSES, TUNABLE_FIELDS, RoundStatus, Run, RunConfig, RunStatus
 from .shapes import run_shape
@@ -52,6 +52,7 @@ def run_create(
         audit_record(actor=author, action="run.create", target_type="run", target_id=run.pk, run_id=run.pk,
                      details={"name": run.name, "task": task, "task_config": values, **_tunables(run)})
         emit("run.changed", run_shape(run))
+    broadcast.broadcast_ensure(version=version)  # version 0's replica is the exact initial model
     return run
 
 

@@ -148,6 +148,36 @@ class ModelVersion(models.Model):
         return f"{self.run} v{self.number}"
 
 
+class Broadcast(models.Model):
+    """What devices hold of a version (``fedcore.broadcast``): the replica x^_t, and the one encoded
+    delta from the previous version's replica that every device holding that one is sent.
+
+    Written once per version by the engine (``rounds.broadcast``), right after the version; the
+    global model itself stays exact in ``ModelVersion.blob``.
+    """
+
+    version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, related_name="broadcast")
+    encoding = models.CharField(max_length=32, help_text="the download encoding of the delta")
+    # Empty where no delta leads here (version 0, a float32 step that would not be exact, a chain
+    # that restarts): devices behind get the snapshot.
+    delta_blob = models.FileField(max_length=300, blank=True)
+    delta_sha256 = models.CharField(max_length=64, blank=True)
+    delta_bytes = models.BigIntegerField(null=True, blank=True)
+    # The replica as a lossless float32 snapshot (the version's own blob where they are equal).
+    replica_blob = models.FileField(max_length=300)
+    replica_sha256 = models.CharField(max_length=64)
+    replica_bytes = models.BigIntegerField()
+    replica_digest = models.CharField(max_length=64, help_text="fedcore.broadcast.digest of the replica's bits")
+    exact = models.BooleanField(help_text="the replica is the global model, bit for bit")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["version"]
+
+    def __str__(self) -> str:
+        return f"{self.version} broadcast ({self.encoding})"
+
+
 class RoundStatus(models.TextChoices):
     OPEN = "open"
     CLOSING = "closing", "closing (an engine worker aggregates it)"
@@ -223,6 +253,25 @@ class Update(models.Model):
 
     def __str__(self) -> str:
         return f"{self.round} from {self.client}"
+
+
+class Download(models.Model):
+    """One model download the server answered to a device selected for a round: what it sent,
+    counted by the server (a device's own report is not trusted for accounting)."""
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="downloads")
+    client = models.ForeignKey("clients.Client", on_delete=models.CASCADE, related_name="downloads")
+    version = models.PositiveIntegerField()
+    base_version = models.PositiveIntegerField(null=True, blank=True, help_text="what the device said it held")
+    kind = models.CharField(max_length=16, help_text="snapshot, delta or chain")
+    bytes_wire = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.round} to {self.client}: {self.bytes_wire} bytes"
 
 
 class ExportFormat(models.TextChoices):

@@ -17,7 +17,7 @@ from fedplatform.errors import Conflict, Forbidden, Gone, Invalid, TooLarge
 from fedplatform.events import emit
 
 from . import blobs, device_input, dispatch, runtask
-from .models import TERMINAL_RUN_STATUSES, ModelVersion, Round, RoundStatus, Run, Update
+from .models import TERMINAL_RUN_STATUSES, Download, ModelVersion, Round, RoundStatus, Run, Update
 from .shapes import round_shape
 
 log = logging.getLogger("fedplatform.rounds")
@@ -136,20 +136,26 @@ def heartbeat(*, client: Client, progress: float | None, round_id: int | None) -
     return "continue"
 
 
-def model_download(*, client: Client | None, version: ModelVersion, base: int | None = None) -> bytes:
-    """A global version for a client: the stored lossless blob, or the delta from ``base`` when the
-    client holds that version and accepts the run's download encoding (rounds.downloads); counts
-    the bytes sent for the client."""
-    from .downloads import model_body  # noqa: PLC0415 - kept inside: download policy lives in downloads.py
+def model_download(
+    *, client: Client | None, version: ModelVersion, base: int | None = None, chains: bool = False
+) -> "ModelBody":
+    """A global version for a client: the broadcast delta or chain from ``base``, or the replica's
+    snapshot (rounds.downloads); for an operator, the exact version. Counts the bytes sent for
+    the client and, when it downloads the base of a round it is selected for, for that round."""
+    from .downloads import ModelBody, model_body  # noqa: PLC0415, F401 - download policy lives in downloads.py
 
     accepts = list(client.accepts or []) if client is not None else None
-    data = model_body(version=version, base=base, accepts=accepts).data
+    body = model_body(version=version, base=base, accepts=accepts, chains=chains)
     if client is not None:
         client_seen(client=client)
-        client_count_bytes(client=client, received=len(data), held_version=version.number)
+        client_count_bytes(client=client, received=len(body.data), held_version=version.number)
+        rnd = _pending_round(client)
+        if rnd is not None and rnd.base_version_id == version.pk:
+            Download.objects.create(round=rnd, client=client, version=version.number, base_version=body.base_version,
+                                    kind=body.kind, bytes_wire=len(body.data))
         if client.status in (ClientStatus.JOIN, ClientStatus.FINISH, ClientStatus.READY):
             client_transition(client=client, to=ClientStatus.UPDATE, reason=f"fetching version {version.number}")
-    return data
+    return body
 
 
 def round_upload_limit(round_id: int, *, cap: int) -> int:

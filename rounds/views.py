@@ -17,7 +17,7 @@ from fedplatform.roles import CanOperate, CanView, can_view
 
 from clients.serializers import HeartbeatReplySerializer, HeartbeatSerializer, TaskSerializer
 
-from . import blobs, device_input, exports, lifecycle, protocol, runtask
+from . import blobs, device_input, downloads, exports, lifecycle, protocol, runtask
 from .models import ExportStatus, ModelVersion, Round, Run
 from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer, RunConfigSerializer, RunSerializer
 
@@ -111,8 +111,10 @@ class RunViewSet(
             OpenApiParameter("version", int, description="default: the newest version"),
             OpenApiParameter(
                 "base", int,
-                description="the version the device holds: the answer may then be the delta from it "
-                "(kind `delta`, header `X-Base-Version`) in the run's download encoding",
+                description="the version the device holds, as the server broadcast it: the answer may then be "
+                "the broadcast delta from it (kind `delta`, header `X-Base-Version`) in the run's download "
+                f"encoding, or with `Accept: {downloads.CHAIN_CONTENT_TYPE}` the chain of them; otherwise "
+                "the replica's float32 snapshot. `X-Model-Digest` names the bits the device then holds",
             ),
             OpenApiParameter(
                 "format", str, enum=list(exports.FORMATS),
@@ -123,6 +125,7 @@ class RunViewSet(
         ],
         responses={
             (200, codec.CONTENT_TYPE): OpenApiTypes.BINARY,
+            (200, downloads.CHAIN_CONTENT_TYPE): OpenApiResponse(OpenApiTypes.BINARY, description="a chain of broadcast deltas"),
             (200, "application/json"): OpenApiTypes.OBJECT,
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="with `format`: the file"),
             202: OpenApiResponse(ErrorSerializer, description="with `format`: the engine renders it; ask again after `Retry-After`"),
@@ -132,8 +135,9 @@ class RunViewSet(
     )
     @action(detail=True, methods=["get"], renderer_classes=[TensorRenderer, renderers.JSONRenderer])
     def model(self, request, pk=None):
-        """The global model: the lossless codec body, or with ``base`` the delta from the version the
-        device holds (see rounds.downloads); ``ETag`` is the version number either way."""
+        """The global model: for a device the broadcast replica (its snapshot, or with ``base`` the
+        delta or chain from the version it holds, see rounds.downloads), for an operator the exact
+        version; ``ETag`` is the version number either way."""
         run = Run.objects.filter(pk=pk).first()
         if run is None:
             raise NotFound("no such run", "no_such_run")
@@ -156,14 +160,18 @@ class RunViewSet(
         etag = f'"{version.number}"'
         if request.headers.get("If-None-Match") == etag:
             return HttpResponseNotModified(headers={"ETag": etag})
-        data = protocol.model_download(client=client, version=version, base=base)
-        headers = {"ETag": etag, "X-Model-Version": str(version.number)}
-        header = codec.peek_header(data)
-        if header["kind"] == "delta":
-            headers["X-Base-Version"] = str(header["base_version"])
-        if request.accepted_renderer.format == "json":
-            return Response(codec.to_json(codec.decode(data)), headers=headers)
-        return HttpResponse(data, content_type=codec.CONTENT_TYPE, headers=headers)
+        json_wanted = request.accepted_renderer.format == "json"
+        # A chain body only to a device that says it reads one: older workers get one blob.
+        chains = not json_wanted and downloads.CHAIN_CONTENT_TYPE in request.headers.get("Accept", "")
+        body = protocol.model_download(client=client, version=version, base=base, chains=chains)
+        headers = {"ETag": etag, "X-Model-Version": str(version.number), "Vary": "Accept"}
+        if body.base_version is not None:
+            headers["X-Base-Version"] = str(body.base_version)
+        if body.digest is not None:
+            headers["X-Model-Digest"] = body.digest
+        if json_wanted:
+            return Response(codec.to_json(codec.decode(body.data)), headers=headers)
+        return HttpResponse(body.data, content_type=body.content_type, headers=headers)
 
     def _export(self, version: ModelVersion, fmt: str, downloader: str | None):
         """The stored file once the engine has rendered it; until then 202 and when to ask again."""

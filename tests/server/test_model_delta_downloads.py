@@ -1,4 +1,5 @@
-"""GET runs/{id}/model/?version=N&base=M: the delta from the version a device holds."""
+"""GET runs/{id}/model/?version=N&base=M: the broadcast delta (or chain) from the version a device
+holds, or the replica's snapshot."""
 import json
 
 import numpy as np
@@ -7,9 +8,11 @@ from rest_framework.test import APIClient
 
 from clients.models import Client
 from fedcore import codec
+from fedcore.broadcast import CHAIN_CONTENT_TYPE, digest, same_bits, unpack_chain
 from fedcore.state import add
 from rounds import blobs, downloads
-from rounds.models import ModelVersion, Run
+from rounds.broadcast import replica_arrays
+from rounds.models import Broadcast, ModelVersion, Run
 from rounds.lifecycle import run_create
 
 from protocol_helpers import Device, base_arrays, delta_body
@@ -34,21 +37,30 @@ class AcceptingDevice(Device):
         return self.api.get(f"/api/v1/runs/{run.pk}/model/{query}", **extra)
 
 
-@pytest.fixture
-def one_round_done(run):
-    """Version 1 made by FedAvg from two uploads; returns a device that accepts everything."""
-    downloads.clear_cache()
+def rounds_done(run, encoding: str, count: int = 1):
+    """``count`` versions made by FedAvg from two uploads each, broadcast in ``encoding``;
+    returns a device that accepts everything and one that declared float32 only."""
+    Run.objects.filter(pk=run.pk).update(download_encoding=encoding)
     alpha = AcceptingDevice(run.pk, "alpha", list(codec.ENCODINGS))
     beta = AcceptingDevice(run.pk, "beta", ["float32"])
-    for dev, shift in ((alpha, 0.01), (beta, -0.003)):
-        task = dev.task().json()
-        assert dev.upload(task, delta_body(run, task, shift)[0]).status_code == 201
-    assert run.versions.filter(number=1).exists()
+    for number in range(1, count + 1):
+        answers = [alpha.task(), beta.task()]  # the second poll makes two ready: the round opens
+        if answers[0].status_code == 204:
+            answers[0] = alpha.task()
+        for dev, answer, shift in ((alpha, answers[0], 0.01), (beta, answers[1], -0.003)):
+            task = answer.json()
+            assert dev.upload(task, delta_body(run, task, shift)[0]).status_code == 201
+        assert run.versions.filter(number=number).exists()
     return alpha, beta
 
 
-def set_download_encoding(run, encoding: str) -> None:
-    Run.objects.filter(pk=run.pk).update(download_encoding=encoding)
+@pytest.fixture
+def one_round_done(run):
+    return rounds_done(run, "float32")
+
+
+def replica(run, number: int) -> dict:
+    return replica_arrays(Broadcast.objects.get(version__run=run, version__number=number))
 
 
 def test_a_device_holding_the_previous_version_gets_a_float32_delta_that_rebuilds_it_bit_for_bit(run, one_round_done):
@@ -58,15 +70,15 @@ def test_a_device_holding_the_previous_version_gets_a_float32_delta_that_rebuild
     decoded = codec.decode(response.content, kind="delta")
     assert decoded.base_version == 0 and decoded.encodings <= {"float32", "raw"}
     rebuilt, server = add(base_arrays(run, 0), decoded.arrays), base_arrays(run, 1)
-    for name, value in server.items():
-        assert rebuilt[name].dtype == value.dtype and rebuilt[name].tobytes() == value.tobytes()
+    assert same_bits(rebuilt, server) and response["X-Model-Digest"] == digest(server)
 
 
 def test_without_a_base_the_full_lossless_model_is_sent(run, one_round_done):
     alpha, _ = one_round_done
     response = alpha.model(run, 1)
     assert "X-Base-Version" not in response
-    assert codec.decode(response.content, kind="full").encodings <= {"float32", "raw"}
+    decoded = codec.decode(response.content, kind="full")
+    assert decoded.encodings <= {"float32", "raw"} and same_bits(decoded.arrays, base_arrays(run, 1))
 
 
 @pytest.mark.parametrize("base", [7, 1], ids=["unknown", "not-older"])
@@ -75,15 +87,37 @@ def test_a_base_the_server_cannot_start_from_gets_the_full_model(run, one_round_
     assert codec.peek_header(alpha.model(run, 1, base=base).content)["kind"] == "full"
 
 
-def test_an_int8_delta_goes_to_devices_that_accept_it_and_the_full_model_to_the_others(run, one_round_done):
-    alpha, beta = one_round_done
-    set_download_encoding(run, "int8")
-    delta = codec.decode(alpha.model(run, 1, base=0).content, kind="delta")
-    assert "int8" in delta.encodings and delta.encodings <= {"int8", "raw"}
-    rebuilt = add(base_arrays(run, 0), delta.arrays)
+@pytest.mark.parametrize("encoding", ["int8", "int4"])
+def test_a_quantized_broadcast_goes_to_devices_that_accept_it_and_the_replica_snapshot_to_the_others(run, encoding):
+    alpha, beta = rounds_done(run, encoding)
+    response = alpha.model(run, 1, base=0)
+    delta = codec.decode(response.content, kind="delta")
+    assert encoding in delta.encodings and delta.encodings <= {encoding, "int8", "float32", "raw"}
+    rebuilt = add(base_arrays(run, 0), delta.arrays)  # version 0's replica is the exact initial model
+    assert same_bits(rebuilt, replica(run, 1)) and response["X-Model-Digest"] == digest(rebuilt)
     for name, value in base_arrays(run, 1).items():
-        np.testing.assert_allclose(rebuilt[name], value, atol=1e-3)
-    assert codec.peek_header(beta.model(run, 1, base=0).content)["kind"] == "full"
+        np.testing.assert_allclose(rebuilt[name], value, atol=2e-3)
+    snapshot = beta.model(run, 1, base=0)
+    assert codec.peek_header(snapshot.content)["kind"] == "full"
+    assert same_bits(codec.decode(snapshot.content).arrays, replica(run, 1))
+
+
+def test_operators_download_the_exact_global_model_not_the_replica(run, staff_api):
+    rounds_done(run, "int4")
+    exact = codec.decode(staff_api.get(f"/api/v1/runs/{run.pk}/model/?version=1").content).arrays
+    assert same_bits(exact, base_arrays(run, 1)) and not same_bits(exact, replica(run, 1))
+
+
+def test_a_chain_goes_only_to_a_device_that_accepts_one(run):
+    alpha, _ = rounds_done(run, "int4", count=2)
+    chained = alpha.model(run, 2, base=0, HTTP_ACCEPT=f"{CHAIN_CONTENT_TYPE}, {codec.CONTENT_TYPE}")
+    assert chained["Content-Type"] == CHAIN_CONTENT_TYPE and chained["X-Base-Version"] == "0"
+    held = base_arrays(run, 0)
+    for blob in unpack_chain(chained.content, max_bytes=1 << 30):
+        held = add(held, codec.decode(blob, kind="delta").arrays)
+    assert same_bits(held, replica(run, 2))
+    older = alpha.model(run, 2, base=0)  # a worker from before chains: one blob, the snapshot
+    assert older["Content-Type"] == codec.CONTENT_TYPE and codec.peek_header(older.content)["kind"] == "full"
 
 
 def test_a_delta_download_renders_as_json_when_asked(run, one_round_done):
@@ -109,32 +143,42 @@ def test_the_bytes_of_a_delta_are_what_the_client_is_counted_for(run, one_round_
     assert Client.objects.get(pk=alpha.id).bytes_received - before == size
 
 
-def test_a_delta_is_encoded_once_and_then_served_from_the_cache(run, one_round_done):
-    version = run.versions.get(number=1)
-    first = downloads.model_body(version=version, base=0, accepts=None).data
-    assert downloads.model_body(version=version, base=0, accepts=None).data is first
+def test_each_version_is_broadcast_once_and_devices_are_sent_the_stored_blob(run):
+    alpha, _ = rounds_done(run, "int4")
+    stored = Broadcast.objects.get(version__run=run, version__number=1)
+    assert alpha.model(run, 1, base=0).content == blobs.load(stored.delta_blob.name)
+    assert Broadcast.objects.filter(version__run=run).count() == run.versions.count() == 2
+
+
+def test_a_version_whose_broadcast_was_lost_gets_the_same_one_on_its_first_download(run):
+    alpha, _ = rounds_done(run, "int4")
+    first = Broadcast.objects.get(version__run=run, version__number=1)
+    kept = (first.delta_sha256, first.replica_digest)
+    first.delete()  # the engine died between storing the version and its broadcast
+    response = alpha.model(run, 1, base=0)
+    again = Broadcast.objects.get(version__run=run, version__number=1)
+    assert (again.delta_sha256, again.replica_digest) == kept and response["X-Model-Digest"] == kept[1]
 
 
 def test_a_float32_delta_that_would_not_rebuild_exactly_falls_back_to_the_full_model(db):
-    downloads.clear_cache()
-    run = run_create(name="unreachable", rounds=1)
+    run = run_create(name="unreachable", rounds=1, download_encoding="float32")
     v0 = base_arrays(run, 0)
     v1 = {k: np.array(a) for k, a in v0.items()}
     weights = next(k for k, a in v1.items() if a.dtype == np.float32 and np.abs(a).max() > 1e-2)
     flat = v1[weights].reshape(-1)
     flat[np.argmax(np.abs(flat))] = 1e-12  # big - tiny rounds to -big: v0 + delta gives 0, not 1e-12
     data = codec.encode(v1, encoding="float32", kind="full")
-    digest = blobs.sha256(data)
+    digest_ = blobs.sha256(data)
     version = ModelVersion.objects.create(
-        run=run, number=1, blob=blobs.store(f"runs/{run.pk}/versions", data, digest), sha256=digest,
+        run=run, number=1, blob=blobs.store(f"runs/{run.pk}/versions", data, digest_), sha256=digest_,
         size_bytes=len(data), float32_bytes=codec.float32_size(codec.manifest_of(v1)),
     )
-    assert downloads.model_body(version=version, base=0, accepts=None).base_version is None
+    assert downloads.model_body(version=version, base=0, accepts=["float32"]).base_version is None
 
 
-def test_a_runs_download_encoding_refuses_quantizers_that_would_make_devices_drift(staff_api, run):
+def test_a_runs_download_encoding_refuses_sparse_quantizers(staff_api, run):
     bad = staff_api.patch(f"/api/v1/runs/{run.pk}/", {"download_encoding": "topk10-int8"}, format="json")
-    good = staff_api.patch(f"/api/v1/runs/{run.pk}/", {"download_encoding": "int8"}, format="json")
+    good = staff_api.patch(f"/api/v1/runs/{run.pk}/", {"download_encoding": "int4"}, format="json")
     assert bad.status_code == 400 and good.status_code == 200
 
 
@@ -145,7 +189,6 @@ def test_runs_created_through_the_api_upload_int4_by_default(staff_api):
 
 
 def test_an_int4_upload_is_accepted_and_averaged_like_any_other(run):
-    downloads.clear_cache()
     alpha = AcceptingDevice(run.pk, "alpha", list(codec.ENCODINGS))
     beta = AcceptingDevice(run.pk, "beta", list(codec.ENCODINGS))
     for dev in (alpha, beta):

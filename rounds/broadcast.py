@@ -1,0 +1,115 @@
+"""The server's side of the broadcast replica (``fedcore.broadcast``): one ``Broadcast`` row per
+version, with its encoded delta and its replica snapshot in storage, shared by every server
+process and every device.
+
+The engine writes it right after storing a version (``after_round_closed``) and run creation
+for version 0, whose replica is the exact initial model. A version without one (the engine died
+between the two steps, or the version predates broadcasts) gets it on first use
+(``broadcast_ensure``), computed the same way; racing writers compute the same bytes and the
+one-row-per-version constraint keeps the first.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from django.db import IntegrityError, transaction
+
+from fedcore import codec
+from fedcore import broadcast as fb
+
+from . import blobs, runtask
+from .models import Broadcast, ModelVersion, Round
+
+log = logging.getLogger("fedplatform.broadcast")
+
+
+def replica_arrays(b: Broadcast) -> dict[str, np.ndarray]:
+    """The replica's arrays (read-only, cached per process like the versions)."""
+    return blobs.decoded_version(b.replica_blob.name, b.replica_sha256)
+
+
+def broadcast_ensure(*, version: ModelVersion) -> Broadcast:
+    """The version's broadcast, computed and stored if it is not yet."""
+    found = Broadcast.objects.filter(version=version).first()
+    if found is not None:
+        return found
+    run = version.run
+    encoding = run.download_encoding if run.download_encoding in fb.DOWNLOAD_ENCODINGS else "float32"
+    target = blobs.decoded_version(version.blob.name, version.sha256)
+    previous = None
+    if version.number > 0:
+        previous = Broadcast.objects.filter(version__run_id=version.run_id, version__number=version.number - 1).first()
+    if previous is None:
+        # Version 0, or a chain that restarts (the previous version has no replica): the replica
+        # is the exact model and devices holding anything older get the snapshot.
+        s = fb.Step(None, dict(target), True)
+    else:
+        s = _step(replica_arrays(previous), version, target, encoding)
+    # Slow I/O outside any transaction: content-addressed, so a retried or raced write is harmless.
+    delta_name = delta_digest = ""
+    if s.delta is not None:
+        delta_digest = blobs.sha256(s.delta)
+        delta_name = blobs.store(f"runs/{run.pk}/broadcasts", s.delta, delta_digest)
+    if s.exact:
+        replica_name, replica_digest_sha, replica_bytes = version.blob.name, version.sha256, version.size_bytes
+    else:
+        data = codec.encode(s.replica, encoding="float32", kind="full", meta={"run": run.pk, "version": version.number, "replica": True})
+        replica_digest_sha, replica_bytes = blobs.sha256(data), len(data)
+        replica_name = blobs.store(f"runs/{run.pk}/replicas", data, replica_digest_sha)
+    try:
+        with transaction.atomic():
+            return Broadcast.objects.create(
+                version=version, encoding=encoding, delta_blob=delta_name, delta_sha256=delta_digest,
+                delta_bytes=len(s.delta) if s.delta is not None else None, replica_blob=replica_name,
+                replica_sha256=replica_digest_sha, replica_bytes=replica_bytes,
+                replica_digest=fb.digest(s.replica), exact=s.exact,
+            )
+    except IntegrityError:
+        return Broadcast.objects.get(version=version)  # another process stored it first
+
+
+def _step(held: dict, version: ModelVersion, target: dict, encoding: str) -> fb.Step:
+    run = version.run
+    return fb.step(held, target, encoding=encoding, base_version=version.number - 1,
+                   exact=runtask.run_lossless(run), meta={"run": run.pk, "version": version.number})
+
+
+def after_round_closed(*, round_id: int) -> None:
+    """The engine's call once a round's version is stored: its broadcast, before the next round
+    opens and its devices ask. A failure is logged, not raised: the first download computes it."""
+    rnd = Round.objects.select_related("result_version__run").filter(pk=round_id).first()
+    if rnd is None or rnd.result_version is None:
+        return
+    try:
+        broadcast_ensure(version=rnd.result_version)
+    except Exception:
+        log.exception("run %s: broadcast of version %s failed; the first download retries it",
+                      rnd.run_id, rnd.result_version.number)
+
+
+def check_chain(run) -> list[str]:
+    """Re-derive every stored broadcast of a run from the previous replica and the exact version,
+    and check the stored delta, snapshot and digest bit for bit; returns the problems found."""
+    problems: list[str] = []
+    previous: Broadcast | None = None
+    for b in Broadcast.objects.filter(version__run=run).select_related("version").order_by("version__number"):
+        version = b.version
+        replica = replica_arrays(b)
+        if fb.digest(replica) != b.replica_digest:
+            problems.append(f"v{version.number}: the replica snapshot is not the recorded digest")
+        if b.delta_blob:
+            if previous is None or previous.version.number != version.number - 1:
+                problems.append(f"v{version.number}: a delta with no replica before it")
+            else:
+                held = replica_arrays(previous)
+                rebuilt = fb.rebuild(held, codec.decode(blobs.load(b.delta_blob.name), kind="delta").arrays)
+                if not fb.same_bits(rebuilt, replica):
+                    problems.append(f"v{version.number}: previous replica + delta is not the replica")
+                again = _step(held, version, blobs.decoded_version(version.blob.name, version.sha256), b.encoding)
+                if again.delta is None or blobs.sha256(again.delta) != b.delta_sha256:
+                    problems.append(f"v{version.number}: the delta is not Q(version - previous replica)")
+        if b.exact and not fb.same_bits(replica, blobs.decoded_version(version.blob.name, version.sha256)):
+            problems.append(f"v{version.number}: marked exact but the replica is not the version")
+        previous = b
+    return problems
