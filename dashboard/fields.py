@@ -17,9 +17,9 @@ from rounds.models import TUNABLE_FIELDS, Run
 # What the "new run" form asks; everything else keeps the model's default.
 CREATE_FIELDS = (
     "name", "task", "task_config", "strategy", "strategy_config", "rounds", "min_clients", "clients_per_round", "min_updates",
-    "local_epochs", "batch_size", "learning_rate", "round_timeout", "upload_encoding",
+    "local_epochs", "batch_size", "learning_rate", "round_timeout", "upload_encoding", "download_encoding",
 )
-# Uploads may use any encoding; downloads only the dense ones (see rounds.downloads).
+# Uploads may use any encoding; downloads the dense ones the broadcast replica takes (rounds.downloads).
 ENCODING_CHOICES = {"upload_encoding": codec.ENCODINGS, "download_encoding": DOWNLOAD_ENCODINGS}
 
 

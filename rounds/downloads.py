@@ -26,7 +26,7 @@ from fedcore import codec
 
 from . import blobs
 from .broadcast import broadcast_ensure
-from .models import Broadcast, ModelVersion
+from .models import Broadcast, Download, ModelVersion, Round, Update
 
 DOWNLOAD_ENCODINGS = fb.DOWNLOAD_ENCODINGS
 CHAIN_CONTENT_TYPE = fb.CHAIN_CONTENT_TYPE
@@ -76,3 +76,16 @@ def model_body(
     bodies = [blobs.load(s.delta_blob.name) for s in steps]
     data = bodies[0] if span == 1 else fb.pack_chain(bodies)
     return ModelBody(data, base, span, target.replica_digest)
+
+
+def round_bytes(rnd: Round, updates: list[Update]) -> dict:
+    """A round's traffic as the server counted it: what it sent each selected device for the
+    round's base (every answer, retries included) and what each participant uploaded."""
+    down: dict[str, int] = {}
+    for client_id, size in Download.objects.filter(round=rnd).values_list("client_id", "bytes_wire"):
+        down[str(client_id)] = down.get(str(client_id), 0) + size
+    return {
+        "bytes_down": sum(down.values()),
+        "bytes_down_by_client": down,
+        "bytes_up_by_client": {str(u.client_id): u.bytes_wire for u in updates},
+    }

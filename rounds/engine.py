@@ -29,9 +29,8 @@ from fedcore import codec
 from fedcore.aggregation import weighted_metric
 from fedcore.strategies import AggregateResult
 from fedplatform.events import emit, prune_outbox
-from fedplatform.limits import MAX_METRIC_ABS
 
-from . import blobs, broadcast, dispatch, runstrategy
+from . import blobs, broadcast, dispatch, downloads, runstrategy
 from .models import (
     LIVE_ROUND_STATUSES,
     EvaluationStatus,
@@ -411,8 +410,8 @@ def _round_metrics(rnd: Round, updates: list[Update], arrays: dict) -> dict:
         "federated_base_accuracy": weighted_metric(eval_pairs),
         "federated_base_loss": weighted_metric(eval_loss_pairs),
         "bytes_up": sum(u.bytes_wire for u in updates),
-        # As reported by the participants (a delta or the full model, whichever they fetched).
-        "bytes_down": sum(_reported_bytes(u.metrics.get("download_bytes")) for u in updates),
+        # bytes_down and per-client bytes, counted by the server as it answered (rounds.downloads).
+        **downloads.round_bytes(rnd, updates),
         "float32_bytes_per_update": codec.float32_size(codec.manifest_of(arrays)),
         "upload_encoding": rnd.upload_encoding,
         # Filled in by the evaluation task, which runs after the next round has opened.
@@ -423,14 +422,6 @@ def _round_metrics(rnd: Round, updates: list[Update], arrays: dict) -> dict:
         round(metrics["float32_bytes_per_update"] * len(updates) / metrics["bytes_up"], 3) if metrics["bytes_up"] else None
     )
     return metrics
-
-
-def _reported_bytes(value: object) -> int:
-    """A device's byte count, or 0 when it is not a sane one: the request bounds it
-    (rounds.device_input), and a row that predates the bound must not wedge the close."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return 0
-    return int(value) if 0 <= value <= MAX_METRIC_ABS else 0
 
 
 def _record_federated_eval(version_id: int, metrics: dict) -> None:

@@ -153,3 +153,11 @@ def test_with_no_run_the_page_offers_to_create_one(staff):
     html = staff.get("/").content.decode()
     assert _embedded_snapshot(html)["run"] is None
     assert 'id="new-run-form"' in html
+
+
+def test_the_new_run_form_offers_the_download_encodings_the_broadcast_takes(staff):
+    html = staff.get("/").content.decode()
+    select = re.search(r'<select name="download_encoding" id="new-download_encoding"[^>]*>(.*?)</select>', html, re.S)
+    assert select, "the new-run form has no download encoding"
+    offered = re.findall(r'<option value="([^"]+)"', select.group(1))
+    assert "int4" in offered and "float32" in offered and not any(e.startswith("topk") for e in offered)

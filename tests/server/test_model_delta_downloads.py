@@ -198,3 +198,21 @@ def test_an_int4_upload_is_accepted_and_averaged_like_any_other(run):
     new, old = base_arrays(run, 1), base_arrays(run, 0)
     name = next(k for k, a in old.items() if a.ndim >= 2)
     np.testing.assert_allclose(new[name] - old[name], 0.01, atol=1e-5)
+
+
+def test_a_round_records_the_bytes_the_server_sent_each_device_not_what_devices_report(run):
+    Run.objects.filter(pk=run.pk).update(download_encoding="int4")
+    alpha = AcceptingDevice(run.pk, "alpha", list(codec.ENCODINGS))
+    beta = AcceptingDevice(run.pk, "beta", ["float32"])
+    answers = [alpha.task(), beta.task()]
+    if answers[0].status_code == 204:
+        answers[0] = alpha.task()
+    sent = {}
+    for dev, answer, fetches in ((alpha, answers[0], 2), (beta, answers[1], 1)):  # alpha retried once
+        task = answer.json()
+        sent[str(dev.id)] = sum(len(dev.api.get(task["model_url"]).content) for _ in range(fetches))
+        body = delta_body(run, task, 0.01)[0]
+        assert dev.upload(task, body, metrics='{"download_bytes": 1}').status_code == 201
+    metrics = run.round_set.get(number=1).metrics
+    assert metrics["bytes_down_by_client"] == sent and metrics["bytes_down"] == sum(sent.values())
+    assert metrics["bytes_up"] == sum(metrics["bytes_up_by_client"].values()) > 0

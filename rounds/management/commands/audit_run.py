@@ -2,14 +2,16 @@ from django.core.management.base import BaseCommand, CommandError
 
 from fedcore import codec
 from rounds import blobs, runstrategy
+from rounds.broadcast import check_chain
 from rounds.engine import aggregate_round
-from rounds.models import RoundStatus, Run
+from rounds.models import Broadcast, RoundStatus, Run
 
 
 class Command(BaseCommand):
     help = (
         "Re-aggregate every closed round of a run from its recorded updates and check that the "
-        "stored global versions are exactly what they give."
+        "stored global versions are exactly what they give, then that every broadcast replica "
+        "follows from the previous one and its version."
     )
 
     def add_arguments(self, parser):
@@ -31,7 +33,16 @@ class Command(BaseCommand):
             self.stdout.write(f"round {rnd.number}: {len(updates)} updates -> v{rnd.result_version.number}: {verdict}")
         if mismatches:
             raise CommandError(f"{mismatches} round(s) do not match their recorded updates")
-        self.stdout.write(f"run {run.pk}: {rounds.count()} closed round(s), every version reproduced exactly")
+        # What devices were sent: each broadcast re-derived from the previous replica and the exact
+        # version it follows, and every stored delta leading bit for bit to the stored replica.
+        problems = check_chain(run)
+        for problem in problems:
+            self.stdout.write(f"broadcast {problem}: MISMATCH")
+        if problems:
+            raise CommandError(f"{len(problems)} broadcast(s) do not match the versions they follow")
+        broadcasts = Broadcast.objects.filter(version__run=run).count()
+        self.stdout.write(f"run {run.pk}: {rounds.count()} closed round(s), every version reproduced exactly; "
+                          f"{broadcasts} broadcast(s), every replica rebuilt exactly")
 
 
 def _identical(a: dict, b: dict) -> bool:

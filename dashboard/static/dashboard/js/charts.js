@@ -63,8 +63,9 @@ const SPECS = {
       labels: rows.map((r) => r.number),
       datasets: [
         bar("bytes up (MB)", rows.map((r) => mb(r.metrics.bytes_up)), "#3b6fb6"),
-        bar("float32 size (MB)", rows.map((r) => mb(float32Total(r.metrics))), "#c8cfdb"),
-        line("compression ×", rows.map((r) => r.metrics.compression_ratio ?? null), "#d08a1a", "y1"),
+        bar("bytes down (MB)", rows.map((r) => mb(r.metrics.bytes_down)), "#1f7a4d"),
+        bar("float32 up + down (MB)", rows.map((r) => mb(float32BothWays(r.metrics))), "#c8cfdb"),
+        line("× smaller than float32, up + down", rows.map((r) => bothWaysRatio(r.metrics)), "#d08a1a", "y1"),
       ],
     },
     options: baseOptions({
@@ -96,6 +97,19 @@ function mb(v) {
 
 function float32Total(m) {
   return m.float32_bytes_per_update != null && m.participants != null ? m.float32_bytes_per_update * m.participants : null;
+}
+
+// Each participant downloads the model and uploads an update: float32 both ways is twice the
+// float32 size per participant, the reference Flower-style traffic is measured against.
+function float32BothWays(m) {
+  const one = float32Total(m);
+  return one == null ? null : 2 * one;
+}
+
+function bothWaysRatio(m) {
+  const reference = float32BothWays(m);
+  const sent = (m.bytes_up ?? 0) + (m.bytes_down ?? 0);
+  return reference == null || !sent ? null : Math.round((reference / sent) * 10) / 10;
 }
 
 export function renderCharts(store, force = false) {
