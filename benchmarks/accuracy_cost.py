@@ -11,9 +11,9 @@ encoding, so the only difference between runs is the wire.
     python benchmarks/accuracy_cost.py --task cifar10 --device cuda --jobs 8
 
 Encodings are given as ``NAME`` with optional flags: ``NAME:noef`` (without error feedback, to
-show what error feedback buys) and ``NAME:down=ENC`` (devices download deltas in the dense
-encoding ENC and add them to the copy they hold, as ``worker.modelcache`` does, instead of the
-full float32 model each round). Per-round results stream to JSON lines, so a run cut short by
+show what error feedback buys) and ``NAME:down=ENC`` (devices are sent the broadcast replica's
+delta in ENC each round, with the server's error feedback, as ``rounds.broadcast`` sends it,
+instead of the full float32 model each round). Per-round results stream to JSON lines, so a run cut short by
 ``--time-budget`` still reports every round all encodings reached; they end up beside the table
 as ``<name>.rounds.jsonl``, the input of ``seed_summary.py``.
 """
@@ -85,10 +85,9 @@ def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
     from fedcore.feedback import ErrorFeedback
     from fedcore.nets import build_model
     from fedcore.partition import partition
-    from fedcore.state import load_arrays, state_to_arrays, subtract
+    from fedcore.state import buffer_names, load_arrays, state_to_arrays, subtract
     from fedcore.training import evaluate, pick_device, train
     from fedcore.strategies import build_strategy
-    from worker.modelcache import MAX_LOSSY_DELTAS
 
     encoding, use_feedback, download_encoding = parse_spec(spec)
     device = pick_device(args.device)
@@ -117,21 +116,17 @@ def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
     global_arrays = state_to_arrays(model)
     strategy = build_strategy("fedavg")  # the engine's aggregation path
     feedback = [ErrorFeedback() for _ in clients]
-    copies = [Download(MAX_LOSSY_DELTAS) for _ in clients]  # what each device holds
+    downlink = Broadcast(download_encoding, buffer_names(model))
     bytes_up = bytes_down = 0
-    previous_global = None
     started = time.perf_counter()
     with sink.open("w") as out:
         for rnd in range(1, args.rounds + 1):
-            full = codec.encode(global_arrays, encoding="float32", kind="full")
-            delta_down = None
-            if download_encoding != "float32" and previous_global is not None:
-                # The server encodes version N - (N-1) once per round and every device gets it.
-                delta_down = codec.encode(subtract(global_arrays, previous_global), encoding=download_encoding,
-                                          kind="delta", base_version=rnd - 2)
+            # Devices train from the replica and send deltas against it; the server adds their
+            # mean to the exact global model, as rounds.engine does.
+            replica, sent = downlink.send(global_arrays, base_version=rnd - 2)
             contributions, sizes, residuals = [], [], []
             for index, (cx, cy, count) in enumerate(clients):
-                base, sent = copies[index].fetch(full, delta_down)
+                base = {k: v.copy() for k, v in replica.items()}
                 bytes_down += sent
                 load_arrays(model, base)
                 train(model, cx, cy, epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
@@ -144,7 +139,7 @@ def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
                 contributions.append((decoded.arrays, count))
                 sizes.append(len(pending.body))
                 residuals.append(pending.residual_norm)
-            previous_global, global_arrays = global_arrays, strategy.aggregate(global_arrays, contributions).model
+            global_arrays = strategy.aggregate(global_arrays, contributions).model
             bytes_up += sum(sizes)
             load_arrays(model, global_arrays)
             ev = evaluate(model, test_x, test_y, device=device)
@@ -160,31 +155,31 @@ def simulate(args: argparse.Namespace, spec: str, sink: Path) -> None:
                   f"({record['seconds']:.0f}s)", flush=True)
 
 
-class Download:
-    """One device's copy of the global model, kept as ``worker.modelcache.ModelCache`` keeps it.
-
-    It takes the round's delta when it holds the previous version and has applied fewer than
-    ``max_lossy`` lossy deltas since its last exact copy, and the full float32 model otherwise.
+class Broadcast:
+    """The server's broadcast replica (``fedcore.broadcast``, as ``rounds.broadcast`` keeps it) and
+    so what every device holds: every client takes part in every round here, so each holds the
+    previous replica and is sent the round's one broadcast delta; the first round, and a float32
+    run (the reference: the full lossless model every round), send the float32 model.
     """
 
-    def __init__(self, max_lossy: int) -> None:
-        self.max_lossy = max_lossy
-        self.arrays = None
-        self.lossy = 0
+    def __init__(self, encoding: str, exact: frozenset[str] = frozenset()) -> None:
+        self.encoding, self.exact = encoding, exact
+        self.replica = None
 
-    def fetch(self, full: bytes, delta: bytes | None) -> tuple[dict, int]:
-        """(the model to train from, bytes downloaded) for this round."""
+    def send(self, global_arrays: dict, base_version: int) -> tuple[dict, int]:
+        """(the model every device trains from this round, bytes sent to each device)."""
+        import numpy as np
+
         from fedcore import codec
-        from fedcore.state import add
+        from fedcore.broadcast import step
 
-        if delta is not None and self.arrays is not None and self.lossy < self.max_lossy:
-            decoded = codec.decode(delta, kind="delta", manifest=codec.manifest_of(self.arrays))
-            self.arrays = add(self.arrays, decoded.arrays)
-            self.lossy += not decoded.encodings <= codec.LOSSLESS_ENCODINGS | {"raw"}
-            sent = len(delta)
-        else:
-            self.arrays, self.lossy, sent = codec.decode(full, kind="full").arrays, 0, len(full)
-        return {k: v.copy() for k, v in self.arrays.items()}, sent
+        if self.replica is not None and self.encoding != "float32":
+            s = step(self.replica, global_arrays, encoding=self.encoding, base_version=base_version, exact=self.exact)
+            if s.delta is not None:
+                self.replica = s.replica
+                return {k: np.array(v) for k, v in s.replica.items()}, len(s.delta)
+        self.replica = dict(global_arrays)
+        return {k: np.array(v) for k, v in global_arrays.items()}, len(codec.encode(global_arrays, encoding="float32", kind="full"))
 
 
 # ---------------------------------------------------------------- orchestration and the report

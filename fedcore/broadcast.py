@@ -47,9 +47,9 @@ MAX_CHAIN = 64
 _CHAIN_PREFIX = struct.Struct("<4sBI")
 _LENGTH = struct.Struct("<Q")
 
-# Encodings a broadcast delta may use. The sparse ones (topk*) are left out: measured on a real
-# ResNet-18 step they save bytes only where the replica error then costs accuracy
-# (benchmarks/results/round_bytes.md), and every device pays for a broadcast, not one.
+# Encodings a run may broadcast in. ``step`` takes any delta encoding (benchmarks measure the
+# sparse ones too), but top-k downloads are not offered: what their replica error costs in
+# accuracy is not measured, and every device of a run trains from that replica.
 DOWNLOAD_ENCODINGS = ("float32", "bfloat16", "float16", "int8", "int4")
 
 
@@ -109,8 +109,8 @@ def step(
     ``exact`` names tensors (a model's buffers, BatchNorm statistics) that go as float32 whatever
     the encoding: a quantized variance can come back negative.
     """
-    if encoding not in DOWNLOAD_ENCODINGS:
-        raise ValueError(f"download encoding must be one of {DOWNLOAD_ENCODINGS}, got {encoding!r}")
+    if encoding not in codec.ENCODINGS:
+        raise ValueError(f"encoding must be one of {codec.ENCODINGS}, got {encoding!r}")
     delta = subtract(target, previous)
     blob = codec.encode(delta, encoding=encoding, kind="delta", base_version=base_version, meta=meta, exact=exact)
     # From the blob itself, decoded as a device decodes it: the replica is what devices will hold.

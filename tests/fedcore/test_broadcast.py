@@ -85,9 +85,17 @@ def test_buffers_named_exact_go_as_float32_and_integers_stay_exact():
     assert s.replica["n"] == 5 and s.replica["n"].dtype == np.int64
 
 
-def test_sparse_encodings_are_not_broadcast():
+def test_a_sparse_broadcast_carries_what_it_left_out_into_the_next():
+    previous, target = {"w": f32([[0] * 10])}, {"w": f32([[10, 1, 1, 1, 1, 1, 1, 1, 1, 1]])}
+    first = step(previous, target, encoding="topk10-int8", base_version=0)  # keeps 1 of 10
+    np.testing.assert_allclose(first.replica["w"], f32([[10, 0, 0, 0, 0, 0, 0, 0, 0, 0]]))
+    second = step(first.replica, target, encoding="topk10-int8", base_version=1)
+    assert np.count_nonzero(second.replica["w"][0, 1:]) == 1  # one of the dropped ones goes out now
+
+
+def test_an_unknown_encoding_is_refused():
     with pytest.raises(ValueError):
-        step({"w": f32([[0]])}, {"w": f32([[1]])}, encoding="topk10-int8", base_version=0)
+        step({"w": f32([[0]])}, {"w": f32([[1]])}, encoding="int3", base_version=0)
 
 
 def test_the_digest_names_the_bits_not_the_order_of_the_tensors():
