@@ -48,7 +48,10 @@ class Run(models.Model):
     upload_encoding = models.CharField(
         max_length=32, default="int4", help_text="updates: 4-bit per-row deltas with error feedback by default"
     )
-    download_encoding = models.CharField(max_length=32, default="float32")
+    download_encoding = models.CharField(
+        max_length=32, default="int4",
+        help_text="downloads: 4-bit deltas of the broadcast replica, with the server's error feedback, by default",
+    )
     seed = models.PositiveIntegerField(default=0)
     allow_backfill = models.BooleanField(
         default=False, help_text="let clients that join mid-round fill an open round's empty places"

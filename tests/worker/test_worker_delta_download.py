@@ -164,3 +164,51 @@ def test_every_encoding_the_codec_has_is_declared_at_registration():
     from worker.registration import ACCEPTS
 
     assert ACCEPTS == list(codec.ENCODINGS)
+
+
+# ---------------------------------------------------------------- broadcast chains and digests
+
+def chain_reply(models, base: int, version: int, *, body: bytes | None = None, digest_of=None) -> Reply:
+    from fedcore.broadcast import CHAIN_CONTENT_TYPE, digest, pack_chain
+
+    blobs = [encode(subtract(models[v + 1], models[v]), encoding="float32", kind="delta", base_version=v)
+             for v in range(base, version)]
+    headers = {"Content-Type": CHAIN_CONTENT_TYPE, "X-Model-Version": str(version),
+               "X-Model-Digest": digest(digest_of if digest_of is not None else models[version])}
+    return Reply(200, pack_chain(blobs) if body is None else body, headers)
+
+
+def test_a_chain_is_applied_delta_by_delta_and_checked_against_the_servers_digest(stub_server):
+    models = versions(5)
+    server = ModelServer(stub_server, models)
+    cache = cache_for(server)
+    fetch(cache, 1, models)
+    server.server.routes[("GET", MODEL)] = lambda r: chain_reply(models, 1, 4)
+    got = fetch(cache, 4, models)
+    assert all(got[k].tobytes() == models[4][k].tobytes() for k in models[4]) and cache.last_was_delta
+    asked = server.server.requests[-1]
+    assert "application/x-fedplatform-tensor-chain" in asked.headers["Accept"]
+
+
+def test_a_malformed_chain_is_refused_and_the_held_copy_dropped(stub_server):
+    models = versions(4)
+    server = ModelServer(stub_server, models)
+    cache = cache_for(server)
+    fetch(cache, 1, models)
+    good = chain_reply(models, 1, 3).body
+    server.server.routes[("GET", MODEL)] = lambda r: chain_reply(models, 1, 3, body=good[:-1])
+    with pytest.raises(ValueError, match="chain"):
+        fetch(cache, 3, models)
+    assert cache.version is None
+
+
+def test_a_snapshot_that_does_not_match_its_digest_is_refused(stub_server):
+    from fedcore.broadcast import digest
+
+    models = versions(2)
+    server = ModelServer(stub_server, models)
+    server.server.routes[("GET", MODEL)] = lambda r: Reply(
+        200, encode(models[1], encoding="float32", kind="full"),
+        {"Content-Type": CONTENT_TYPE, "X-Model-Version": "1", "X-Model-Digest": digest(models[0])})
+    with pytest.raises(ValueError, match="digest"):
+        fetch(cache_for(server), 1, models)
