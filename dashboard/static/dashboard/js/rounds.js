@@ -22,7 +22,7 @@ function updateRow(row, r) {
   setText(cell("participants"), `${participants} of ${r.expected.length}`);
   setText(cell("acc"), pct(m.test_accuracy));
   setText(cell("loss"), num(m.test_loss));
-  setText(cell("bytes"), bytes(m.bytes_up));
+  setText(cell("bytes"), m.bytes_up == null ? "–" : `${bytes(m.bytes_up)} / ${bytes(m.bytes_down)}`);
   setText(cell("ratio"), m.compression_ratio ? `${m.compression_ratio.toFixed(2)}× smaller` : "–");
   setText(cell("duration"), seconds(m.duration_seconds));
 }
