@@ -49,8 +49,8 @@ class Run(models.Model):
         max_length=32, default="int4", help_text="updates: 4-bit per-row deltas with error feedback by default"
     )
     download_encoding = models.CharField(
-        max_length=32, default="int4",
-        help_text="downloads: 4-bit deltas of the broadcast replica, with the server's error feedback, by default",
+        max_length=32, default="int8",
+        help_text="downloads: 8-bit deltas of the broadcast replica, with the server's error feedback, by default",
     )
     seed = models.PositiveIntegerField(default=0)
     allow_backfill = models.BooleanField(

@@ -13,7 +13,7 @@ CONFIG_FIELDS = [
     "offline_after", "upload_encoding", "download_encoding", "seed", "allow_backfill",
 ]
 DEFAULT_UPLOAD_ENCODING = "int4"
-DEFAULT_DOWNLOAD_ENCODING = "int4"
+DEFAULT_DOWNLOAD_ENCODING = "int8"
 # Fixed once a run exists: changing them would invalidate every stored version and update.
 IMMUTABLE_FIELDS = {"task", "task_config", "seed", "strategy"}
 
@@ -27,8 +27,10 @@ class RunSerializer(ModelSerializer):
     # Shorthand for the built-in image task's configuration (task_config arch / dataset).
     arch = serializers.CharField(max_length=32, required=False, write_only=True)
     dataset = serializers.CharField(max_length=32, required=False, write_only=True)
-    # int4 deltas of the broadcast replica: with int4 uploads about 8 MB a ResNet-18 round per
-    # device against 89.5 MB as float32 both ways (benchmarks/results/round_bytes.md).
+    # int8 deltas of the broadcast replica: with int4 uploads 14 MB a ResNet-18 round per device
+    # against 89.5 MB as float32 both ways (benchmarks/results/round_bytes.md). int4 downloads
+    # halve that but lost accuracy in a short paired check where int8's did not
+    # (benchmarks/results/accuracy_cost_cifar10_cnn_broadcast_seeds.md).
     download_encoding = serializers.ChoiceField(choices=DOWNLOAD_ENCODINGS, default=DEFAULT_DOWNLOAD_ENCODING)
     strategy_config = serializers.JSONField(
         default=dict, help_text="the strategy's parameters (GET strategies/ lists them); defaults fill what is left out"
