@@ -96,8 +96,10 @@ def test_an_operator_watches_a_run_live_then_pauses_and_kicks_a_client(fed_serve
             60, what="a round opened after the kick to close",
         )
         assert all(target not in r["expected"] for r in later)
-        expect(_row(page, target).locator("[data-client-action]")).to_have_count(3)
+        # Every control stays in the row (approve, reject, pause, resume, kick, ban); none applies to a kicked client.
+        expect(_row(page, target).locator("[data-client-action]")).to_have_count(6)
         assert _row(page, target).locator('[data-client-action="kick"]').is_disabled()
+        assert _row(page, target).locator('[data-client-action="ban"]').is_disabled()
 
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-browser.png"), full_page=True)

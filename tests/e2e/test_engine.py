@@ -25,6 +25,8 @@ def test_an_engine_worker_killed_mid_aggregation_leaves_the_round_to_be_closed_e
             clients_per_round=6, min_updates=6, round_timeout=600, offline_after=600,
         )
         devices = [HttpDevice(server.url, run["id"], f"d{i}") for i in range(6)]
+        for device in devices:  # a device's first poll is what makes it selectable
+            device.poll()
         tasks = [wait_until(lambda d=d: d.poll().status_code == 200 and d.poll().json(), 60, what="a task") for d in devices]
         for device, task in zip(devices[:-1], tasks[:-1]):
             assert device.upload_synthetic(task).status_code == 201
