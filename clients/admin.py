@@ -46,39 +46,23 @@ def _each(modeladmin, request, queryset, service, verb: str) -> None:
     modeladmin.message_user(request, f"{verb} {done} client(s)")
 
 
-@admin.action(description="Pause selected clients")
-def pause(modeladmin, request, queryset):
-    _each(modeladmin, request, queryset, services.client_pause, "paused")
+def _action(name: str, service, verb: str, description: str):
+    """An admin action that applies one client service to each selected client."""
+
+    def run(modeladmin, request, queryset):
+        _each(modeladmin, request, queryset, service, verb)
+
+    run.__name__ = name  # the admin tells actions apart by name
+    return admin.action(description=description)(run)
 
 
-@admin.action(description="Resume selected clients")
-def resume(modeladmin, request, queryset):
-    _each(modeladmin, request, queryset, services.client_resume, "resumed")
-
-
-@admin.action(description="Kick selected clients (revokes their tokens)")
-def kick(modeladmin, request, queryset):
-    _each(modeladmin, request, queryset, services.client_kick, "kicked")
-
-
-@admin.action(description="Kick selected clients and ban their registration addresses")
-def ban(modeladmin, request, queryset):
-    _each(modeladmin, request, queryset, services.client_ban, "banned")
-
-
-@admin.action(description="Approve selected clients (pending admission)")
-def approve(modeladmin, request, queryset):
-    _each(modeladmin, request, queryset, services.client_approve, "approved")
-
-
-@admin.action(description="Reject selected clients (pending admission)")
-def reject(modeladmin, request, queryset):
-    _each(modeladmin, request, queryset, services.client_reject, "rejected")
-
-
-@admin.action(description="Revoke the tokens of selected clients (they leave)")
-def revoke(modeladmin, request, queryset):
-    _each(modeladmin, request, queryset, services.client_revoke, "revoked the tokens of")
+pause = _action("pause", services.client_pause, "paused", "Pause selected clients")
+resume = _action("resume", services.client_resume, "resumed", "Resume selected clients")
+kick = _action("kick", services.client_kick, "kicked", "Kick selected clients (revokes their tokens)")
+ban = _action("ban", services.client_ban, "banned", "Kick selected clients and ban their registration addresses")
+approve = _action("approve", services.client_approve, "approved", "Approve selected clients (pending admission)")
+reject = _action("reject", services.client_reject, "rejected", "Reject selected clients (pending admission)")
+revoke = _action("revoke", services.client_revoke, "revoked the tokens of", "Revoke the tokens of selected clients (they leave)")
 
 
 @admin.register(Client)
