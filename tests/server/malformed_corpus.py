@@ -48,7 +48,7 @@ def _bodies(valid: Valid, rng: random.Random) -> Iterator[tuple[str, bytes, dict
     offsets = sorted(set(rng.sample(range(1, len(body)), min(700, len(body) - 1))))
     for k in offsets:
         yield f"truncated at {k}", body[:k], {}
-    for n in range(300):
+    for n in range(600):
         junk = rng.randbytes(rng.choice([1, 7, 64, 500, 4096]))
         yield f"junk {n}", junk, {}
     yield "empty", b"", {}
