@@ -2,7 +2,12 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from fedplatform.prepared import Prepared
+
 from .models import Client, ClientStatus, hash_token
+
+# Every device request starts here: compiled once (fedplatform.prepared), about a tenth of the cost.
+_client_by_token_hash = Prepared(lambda token_hash: Client.objects.select_related("run").filter(token_hash=token_hash), str)
 
 
 class ClientTokenAuthentication(authentication.TokenAuthentication):
@@ -15,7 +20,7 @@ class ClientTokenAuthentication(authentication.TokenAuthentication):
     keyword = "Token"
 
     def authenticate_credentials(self, key: str):
-        client = Client.objects.select_related("run").filter(token_hash=hash_token(key)).first()
+        client = _client_by_token_hash.first(hash_token(key))
         if client is None or client.status == ClientStatus.LEFT:
             raise exceptions.AuthenticationFailed(_("Invalid or revoked client token."))
         if client.status == ClientStatus.KICKED:

@@ -2,12 +2,12 @@ from rest_framework import serializers
 
 from fedcore.codec import ENCODINGS
 from fedplatform.limits import MAX_NUM_EXAMPLES
-from fedplatform.serializers import ModelSerializer
+from fedplatform.serializers import ModelSerializer, Serializer
 
 from .models import Client
 
 
-class RegisterSerializer(serializers.Serializer):
+class RegisterSerializer(Serializer):
     name = serializers.CharField(max_length=100)
     run = serializers.IntegerField(required=False, min_value=1, help_text="default: the newest active run")
     num_examples = serializers.IntegerField(
@@ -35,7 +35,7 @@ class RegisterSerializer(serializers.Serializer):
         return value
 
 
-class RunTaskSerializer(serializers.Serializer):
+class RunTaskSerializer(Serializer):
     """What a run trains, as a device is told it before and at registration."""
 
     run = serializers.IntegerField()
@@ -70,27 +70,27 @@ class ClientSerializer(ModelSerializer):
         read_only_fields = fields
 
 
-class TokenSerializer(serializers.Serializer):
+class TokenSerializer(Serializer):
     id = serializers.IntegerField()
     token = serializers.CharField(help_text="the new token, shown once; the old one no longer works")
 
 
-class RejectSerializer(serializers.Serializer):
+class RejectSerializer(Serializer):
     ban = serializers.BooleanField(required=False, default=False, help_text="also ban its registration address")
 
 
-class HeartbeatSerializer(serializers.Serializer):
+class HeartbeatSerializer(Serializer):
     status = serializers.CharField(required=False, max_length=32, help_text="what the device says it does")
     progress = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
     round = serializers.IntegerField(required=False, min_value=1)
 
 
-class HeartbeatReplySerializer(serializers.Serializer):
+class HeartbeatReplySerializer(Serializer):
     action = serializers.ChoiceField(choices=["continue", "abort", "stop"])
     status = serializers.CharField()
 
 
-class TaskSerializer(serializers.Serializer):
+class TaskSerializer(Serializer):
     round = serializers.IntegerField()
     round_number = serializers.IntegerField()
     run = serializers.IntegerField()

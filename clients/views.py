@@ -8,6 +8,7 @@ from rest_framework.throttling import BaseThrottle
 
 from fedplatform.api import ErrorSerializer, IsClient, IsClientSelfOrOperator
 from fedplatform.errors import Conflict, Forbidden, Invalid, NotFound
+from fedplatform.prepared import Prepared
 from fedplatform.roles import CanOperate, CanView
 from rounds.models import TERMINAL_RUN_STATUSES, Run
 
@@ -30,9 +31,13 @@ def _address(request) -> str | None:
     return services.normal_address(BaseThrottle().get_ident(request))
 
 
+# Registration's reads, compiled once (fedplatform.prepared): devices may join by the hundred a second.
+_run_by_pk = Prepared(lambda pk: Run.objects.filter(pk=pk), int)
+
+
 def _pick_run(run_id: int | None) -> Run:
     if run_id is not None:
-        run = Run.objects.filter(pk=run_id).first()
+        run = _run_by_pk.first(run_id)
         if run is None:
             raise NotFound(f"run {run_id} does not exist", "no_such_run")
         return run

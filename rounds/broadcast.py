@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 
 from fedcore import codec
 from fedcore import broadcast as fb
+from fedplatform.prepared import Prepared
 
 from . import blobs, runtask
 from .models import Broadcast, ModelVersion, Round
@@ -29,9 +30,12 @@ def replica_arrays(b: Broadcast) -> dict[str, np.ndarray]:
     return blobs.decoded_version(b.replica_blob.name, b.replica_sha256)
 
 
+_broadcast_of = Prepared(lambda version_id: Broadcast.objects.filter(version_id=version_id), int)
+
+
 def broadcast_ensure(*, version: ModelVersion) -> Broadcast:
     """The version's broadcast, computed and stored if it is not yet."""
-    found = Broadcast.objects.filter(version=version).first()
+    found = _broadcast_of.first(version.pk)
     if found is not None:
         return found
     run = version.run

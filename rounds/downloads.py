@@ -59,11 +59,14 @@ def model_body(
     if accepts is None:
         return ModelBody(blobs.load(version.blob.name), None)
     target = broadcast_ensure(version=version)
-    snapshot = ModelBody(blobs.load(target.replica_blob.name), None, 0, target.replica_digest)
+
+    def snapshot() -> ModelBody:  # read only when sent: a delta is a small fraction of it
+        return ModelBody(blobs.load(target.replica_blob.name), None, 0, target.replica_digest)
+
     span = version.number - base if base is not None else 0
     if not 1 <= span <= fb.MAX_CHAIN or (span > 1 and not chains):
-        return snapshot
-    steps = list(
+        return snapshot()
+    steps = [target] if span == 1 else list(
         Broadcast.objects.filter(
             version__run_id=version.run_id, version__number__gt=base, version__number__lte=version.number
         ).order_by("version__number")
@@ -72,7 +75,7 @@ def model_body(
     accepted = set(accepts) | {"float32"}
     sizes = [s.delta_bytes if s.delta_blob and s.encoding in accepted else None for s in steps]
     if len(steps) != span or not fb.use_chain(sizes, target.replica_bytes):
-        return snapshot
+        return snapshot()
     bodies = [blobs.load(s.delta_blob.name) for s in steps]
     data = bodies[0] if span == 1 else fb.pack_chain(bodies)
     return ModelBody(data, base, span, target.replica_digest)

@@ -15,6 +15,7 @@ from clients.services import client_count_bytes, client_polled, client_seen, cli
 from fedcore import codec
 from fedplatform.errors import Conflict, Forbidden, Gone, Invalid, TooLarge
 from fedplatform.events import emit
+from fedplatform.prepared import Prepared
 
 from . import blobs, device_input, dispatch, runtask
 from .models import TERMINAL_RUN_STATUSES, Download, ModelVersion, Round, RoundStatus, Run, Update
@@ -52,12 +53,15 @@ def _fetch_one(sql: str, params: list) -> tuple | None:
         return cursor.fetchone()
 
 
+_round_by_pk = Prepared(lambda pk: Round.objects.select_related("base_version", "run").filter(pk=pk), int)
+
+
 def _pending_round(client: Client) -> Round | None:
     """The open round of the client's run that expects it and has no update from it yet."""
     row = _fetch_one(PENDING_ROUND_SQL, [client.pk, client.run_id, RoundStatus.OPEN, client.pk])
     if row is None:
         return None
-    return Round.objects.select_related("base_version", "run").filter(pk=row[0]).first()
+    return _round_by_pk.first(row[0])
 
 
 def task_for(*, client: Client) -> dict | None:
@@ -162,7 +166,7 @@ def round_upload_limit(round_id: int, *, cap: int) -> int:
     """The largest body an upload for this round may have: what a valid update of its run's model
     can be (``device_input.upload_limit``), never over ``cap``; ``cap`` for an unknown round (the
     upload is refused for that anyway)."""
-    rnd = Round.objects.select_related("run").filter(pk=round_id).first()
+    rnd = _round_by_pk.first(round_id)
     if rnd is None:
         return cap
     return device_input.upload_limit(runtask.run_manifest(rnd.run), cap)
@@ -178,7 +182,7 @@ def update_accept(
     engine to close the round; this request does not wait for it.
     """
     client_seen(client=client)
-    rnd = Round.objects.select_related("run", "base_version").filter(pk=round_id).first()
+    rnd = _round_by_pk.first(round_id)
     if rnd is None or rnd.run_id != client.run_id:
         raise Forbidden("this round is not in your run", "not_selected")
     if len(body) > max_bytes:

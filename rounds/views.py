@@ -13,6 +13,7 @@ from fedcore.strategies import describe_strategies
 from fedplatform.api import ErrorSerializer, IsClient, TensorParser, TensorRenderer
 from fedplatform.audit import audit_record
 from fedplatform.errors import Conflict, Forbidden, Invalid, NotFound
+from fedplatform.prepared import Prepared
 from fedplatform.roles import CanOperate, CanView, can_view
 
 from clients.serializers import HeartbeatReplySerializer, HeartbeatSerializer, TaskSerializer
@@ -22,6 +23,11 @@ from .models import ExportStatus, ModelVersion, Round, Run
 from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer, RunConfigSerializer, RunSerializer
 
 ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
+
+# The model download's reads, compiled once (fedplatform.prepared): a round's devices all ask at once.
+_run_by_pk = Prepared(lambda pk: Run.objects.filter(pk=pk), int)
+_version_numbered = Prepared(lambda run, number: ModelVersion.objects.filter(run_id=run, number=number), int, int)
+_newest_version = Prepared(lambda run: ModelVersion.objects.filter(run_id=run).order_by("-number")[:1], int)
 BINARY = {codec.CONTENT_TYPE: OpenApiTypes.BINARY}
 
 
@@ -138,20 +144,20 @@ class RunViewSet(
         """The global model: for a device the broadcast replica (its snapshot, or with ``base`` the
         delta or chain from the version it holds, see rounds.downloads), for an operator the exact
         version; ``ETag`` is the version number either way."""
-        run = Run.objects.filter(pk=pk).first()
+        client = request.user if isinstance(request.user, Client) else None
+        run = client.run if client is not None and client.run_id == int(pk) else _run_by_pk.first(int(pk))
         if run is None:
             raise NotFound("no such run", "no_such_run")
-        client = request.user if isinstance(request.user, Client) else None
         if client is None and not can_view(request.user):
             raise Forbidden("the run's devices, viewers and operators only", "staff_only")
         if client is not None and client.run_id != run.pk:
             raise Forbidden("that model belongs to another run", "not_your_resource")
-        versions = run.versions.order_by("-number")
         wanted = device_input.parse_query_int(request.query_params.get("version"), name="version", code="bad_version")
         base = device_input.parse_query_int(request.query_params.get("base"), name="base", code="bad_base")
         if wanted is not None:
-            versions = versions.filter(number=wanted)
-        version = versions.first()
+            version = _version_numbered.first(run.pk, wanted)
+        else:
+            version = _newest_version.first(run.pk)
         if version is None:
             raise NotFound(f"run {run.pk} has no version {wanted}", "no_such_version")
         fmt = request.query_params.get("format")
