@@ -15,7 +15,6 @@ from django.utils import timezone
 from fedplatform.audit import audit_record
 from fedplatform.errors import Conflict, Forbidden
 from fedplatform.events import emit
-from fedplatform.prepared import Prepared
 
 from .models import (
     DROPPING_STATUSES,
@@ -113,12 +112,9 @@ def normal_address(value: str | None) -> str | None:
         return None
 
 
-_ban_of = Prepared(lambda address: Ban.objects.filter(address=address), str)
-
-
 def registration_check(*, address: str | None) -> None:
     """Refuse a registration identity an operator banned (``403 banned``)."""
-    if address is not None and _ban_of.first(address) is not None:
+    if address is not None and Ban.objects.filter(address=address).exists():
         raise Forbidden("registrations from this address are banned by an operator", "banned")
 
 
