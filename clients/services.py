@@ -5,7 +5,7 @@ import ipaddress
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -15,6 +15,7 @@ from django.utils import timezone
 from fedplatform.audit import audit_record
 from fedplatform.errors import Conflict, Forbidden
 from fedplatform.events import emit
+from fedplatform.prepared import PreparedInsert, PreparedUpdate
 
 from .models import (
     DROPPING_STATUSES,
@@ -64,6 +65,23 @@ def client_snapshot(client: Client) -> dict:
     return dict(serializer.to_representation(client))
 
 
+# The statements of every device's status changes and liveness, compiled once (fedplatform.prepared).
+_move = PreparedUpdate(lambda pk, current, to: (Client.objects.filter(pk=pk, status=current), {"status": to}), int, str, str)
+_move_and_reset_progress = PreparedUpdate(
+    lambda pk, current, to: (Client.objects.filter(pk=pk, status=current), {"status": to, "progress": 0.0}), int, str, str
+)
+_new_event = PreparedInsert(ClientEvent)
+_seen = PreparedUpdate(lambda pk, at: (Client.objects.filter(pk=pk), {"last_seen": at}), int, datetime)
+_progressed = PreparedUpdate(lambda pk, progress: (Client.objects.filter(pk=pk), {"progress": progress}), int, float)
+_seen_and_progressed = PreparedUpdate(
+    lambda pk, at, progress: (Client.objects.filter(pk=pk), {"last_seen": at, "progress": progress}), int, datetime, float
+)
+_first_poll = PreparedUpdate(
+    lambda pk, at: (Client.objects.filter(pk=pk, polled_at__isnull=True), {"polled_at": at}), int, datetime
+)
+_new_client = PreparedInsert(Client)
+
+
 def client_transition(
     *, client: Client, to: str, reason: str = "", actor: str = "", round=None
 ) -> bool:
@@ -72,7 +90,7 @@ def client_transition(
     The conditional UPDATE makes the check and the write one step, safe across processes.
     Returns whether the client moved; ``client`` holds its status afterwards either way.
     """
-    changes = {"status": to}
+    changes: dict = {"status": to}
     if to != ClientStatus.TRAINING:
         changes["progress"] = 0.0
     with transaction.atomic():
@@ -83,14 +101,17 @@ def client_transition(
                 break
             if current in GONE_STATUSES or (to not in DROPPING_STATUSES and to not in ALLOWED[current]):
                 break
-            moved = Client.objects.filter(pk=client.pk, status=current).update(**changes)
+            if to == ClientStatus.TRAINING:
+                moved = _move.run(client.pk, current, to)
+            else:
+                moved = _move_and_reset_progress.run(client.pk, current, to)
             if moved or attempt:
                 break
             current = Client.objects.filter(pk=client.pk).values_list("status", flat=True).first()
         if not moved:
             client.refresh_from_db()
             return False
-        ClientEvent.objects.create(
+        _new_event.create(
             client=client, from_status=current, to_status=to, reason=reason, actor=actor, round=round
         )
         # What this UPDATE wrote; other columns are as the caller last read them.
@@ -130,7 +151,7 @@ def client_register(
     token = new_token()
     admission = Admission.PENDING if settings.FEDPLATFORM["REQUIRE_APPROVAL"] else Admission.APPROVED
     with transaction.atomic():
-        client = Client.objects.create(
+        client = _new_client.create(
             run=run,
             name=name,
             num_examples=num_examples,
@@ -142,7 +163,7 @@ def client_register(
             registered_from=address,
         )
         reason = "registered, waiting for approval" if admission == Admission.PENDING else "registered"
-        ClientEvent.objects.create(client=client, from_status=ClientStatus.JOIN, to_status=ClientStatus.JOIN, reason=reason)
+        _new_event.create(client=client, from_status=ClientStatus.JOIN, to_status=ClientStatus.JOIN, reason=reason)
         emit("client.status", client_snapshot(client))
     # No round can select it before its first poll (ClientQuerySet.selectable): that poll, not
     # the registration, asks the engine for a round.
@@ -155,9 +176,9 @@ def client_polled(*, client: Client) -> None:
         return
     now = timezone.now()
     with transaction.atomic():
-        if Client.objects.filter(pk=client.pk, polled_at__isnull=True).update(polled_at=now):
-            if client.status in SELECTABLE_STATUSES and client.admission == Admission.APPROVED:
-                client_available.send(sender=Client, client=client)
+        # A client that just joined becomes ready on this poll, and that move announces it.
+        if _first_poll.run(client.pk, now) and client.status == ClientStatus.READY and client.admission == Admission.APPROVED:
+            client_available.send(sender=Client, client=client)
     client.polled_at = now
 
 
@@ -229,7 +250,12 @@ def client_seen(*, client: Client, progress: float | None = None) -> bool:
             changes["progress"] = progress
     if changes:
         with transaction.atomic():  # a transaction, so SQLite writers queue (fedplatform.sqlite)
-            Client.objects.filter(pk=client.pk).update(**changes)
+            if "progress" not in changes:
+                _seen.run(client.pk, changes["last_seen"])
+            elif "last_seen" not in changes:
+                _progressed.run(client.pk, changes["progress"])
+            else:
+                _seen_and_progressed.run(client.pk, changes["last_seen"], changes["progress"])
         for field, value in changes.items():
             setattr(client, field, value)
     if client.status == ClientStatus.OFFLINE:

@@ -48,12 +48,19 @@ def _send(kind: str, payload: dict[str, Any]) -> None:
         log.exception("could not publish %s", kind)
 
 
+_outbox_insert = None
+
+
 def emit(kind: str, payload: dict[str, Any]) -> None:
     """Announce ``kind`` once the current transaction commits (never on rollback)."""
     if uses_outbox():
-        from .models import OutboxEvent  # noqa: PLC0415 - models load after settings
+        global _outbox_insert
+        if _outbox_insert is None:
+            from .models import OutboxEvent  # noqa: PLC0415 - models load after settings
+            from .prepared import PreparedInsert  # noqa: PLC0415
 
-        OutboxEvent.objects.create(kind=kind, payload=payload)
+            _outbox_insert = PreparedInsert(OutboxEvent)
+        _outbox_insert.create(kind=kind, payload=payload)
     else:
         transaction.on_commit(lambda: _send(kind, payload))
 

@@ -1,4 +1,4 @@
-"""Hot reads compiled once: a queryset's SQL built on first use, then run with new parameters.
+"""Hot statements compiled once: a queryset's SQL built on first use, then run with new parameters.
 
 On these machines Django spends about 1 ms turning ``Client.objects.select_related("run")
 .filter(token_hash=h)`` into SQL and 0.03 ms running it. A device's cheapest request (an idle
@@ -9,16 +9,20 @@ is still written with the ORM, so it follows the models and both database backen
 
 Only plain reads qualify: a filter on parameters given by position, optionally with
 ``select_related``, slicing and ordering; no annotations, ``prefetch_related`` or ``defer``.
+``PreparedUpdate`` does the same for a filtered ``update()``, and ``PreparedInsert`` for
+``create()`` (no ``save`` signals are sent: nothing here listens to them).
 """
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
+from django.db.models.sql import UpdateQuery
 
 M = TypeVar("M")
 
@@ -28,21 +32,42 @@ def _marker(kind: type, index: int) -> Any:
     equality in the compiled parameters (fields convert values, so identity does not survive)."""
     if kind is int:
         return 27_917 + index  # small and positive: in range for every integer field
+    if kind is float:
+        return 27_917.25 + index
     if kind is str:
         return f"\x00parameter {index}\x00"
-    raise TypeError(f"prepared parameters are int or str, not {kind.__name__}")
+    if kind is datetime:
+        return datetime(1970, 1, 2, 3, 4, 5, 6 + index, tzinfo=timezone.utc)
+    raise TypeError(f"prepared parameters are int, float, str or datetime, not {kind.__name__}")
+
+
+def _adapter(kind: type, db: str) -> Callable[[Any], Any]:
+    """What the compiled parameters hold for a value: datetimes in the backend's form."""
+    if kind is datetime:
+        return connections[db].ops.adapt_datetimefield_value
+    return lambda value: value
+
+
+def _slots(params: list | tuple, markers: list, adapters: list) -> list[int | None]:
+    wanted = [adapt(m) for adapt, m in zip(adapters, markers)]
+    slots = [wanted.index(p) if p in wanted else None for p in params]
+    used = sorted(s for s in slots if s is not None)
+    if used != list(range(len(markers))):
+        raise ValueError(f"each parameter must appear once in the compiled query; found {used}")
+    return slots
 
 
 class _Compiled:
-    def __init__(self, queryset: QuerySet, markers: list) -> None:
+    def __init__(self, queryset: QuerySet, markers: list, types: tuple) -> None:
         compiler = queryset.query.get_compiler(queryset.db)
         self.sql, params = compiler.as_sql()
+        self.db = queryset.db
         # Each compiled parameter is either one of the markers (filled in per call) or a constant
         # the query itself holds (a status, a limit).
-        self.slots = [markers.index(p) if p in markers else None for p in params]
+        self.adapters = [_adapter(kind, self.db) for kind in types]
+        self.slots = _slots(params, markers, self.adapters)
         self.constants = list(params)
         self.compiler = compiler
-        self.db = queryset.db
         select, klass_info = compiler.select, compiler.klass_info
         fields = klass_info["select_fields"]
         self.start, self.end = fields[0], fields[-1] + 1
@@ -52,14 +77,14 @@ class _Compiled:
         self.converters = compiler.get_converters([s[0] for s in select[: compiler.col_count]])
 
     def params(self, args: tuple) -> list:
-        return [self.constants[i] if slot is None else args[slot] for i, slot in enumerate(self.slots)]
+        return [self.constants[i] if slot is None else self.adapters[slot](args[slot]) for i, slot in enumerate(self.slots)]
 
 
 class Prepared(Generic[M]):
     """``Prepared(lambda h: Client.objects.filter(token_hash=h), str)``, then ``.first(h)``.
 
-    ``build`` receives one placeholder per type given (``int`` or ``str``) and must use each
-    as a filter value exactly once; compiling checks that it did.
+    ``build`` receives one placeholder per type given (``int``, ``float``, ``str`` or
+    ``datetime``) and must use each as a filter value exactly once; compiling checks that it did.
     """
 
     def __init__(self, build: Callable[..., QuerySet], *types: type) -> None:
@@ -71,11 +96,7 @@ class Prepared(Generic[M]):
         compiled = getattr(self._local, "compiled", None)
         if compiled is None:
             markers = [_marker(kind, i) for i, kind in enumerate(self._types)]
-            compiled = _Compiled(self._build(*markers), markers)
-            used = sorted(s for s in compiled.slots if s is not None)
-            if used != list(range(self._arity)):
-                raise ValueError(f"each parameter must appear once in the compiled query; found {used}")
-            self._local.compiled = compiled
+            compiled = self._local.compiled = _Compiled(self._build(*markers), markers, self._types)
         return compiled
 
     def all(self, *args: Any) -> list[M]:
@@ -100,3 +121,78 @@ class Prepared(Generic[M]):
     def first(self, *args: Any) -> M | None:
         found = self.all(*args)
         return found[0] if found else None
+
+
+class PreparedUpdate:
+    """``PreparedUpdate(lambda pk, status: (Client.objects.filter(pk=pk), {"status": status}), int, str)``;
+    ``.run(pk, status)`` returns the number of rows updated, as ``update()`` does.
+
+    ``build`` receives one placeholder per type and returns the queryset to update and the new
+    values; each placeholder must be used exactly once, as a filter or a new value. Values may also
+    be constants or expressions (``F("n") + 1``).
+    """
+
+    def __init__(self, build: Callable[..., tuple[QuerySet, dict]], *types: type) -> None:
+        self._build, self._types = build, types
+        self._local = threading.local()
+
+    def _compiled(self) -> tuple[str, list, list, list, str]:
+        compiled = getattr(self._local, "compiled", None)
+        if compiled is None:
+            markers = [_marker(kind, i) for i, kind in enumerate(self._types)]
+            queryset, values = self._build(*markers)
+            query = queryset.query.chain(UpdateQuery)
+            query.add_update_values(values)
+            sql, params = query.get_compiler(queryset.db).as_sql()
+            adapters = [_adapter(kind, queryset.db) for kind in self._types]
+            compiled = self._local.compiled = (sql, _slots(params, markers, adapters), list(params), adapters, queryset.db)
+        return compiled
+
+    def run(self, *args: Any) -> int:
+        if len(args) != len(self._types):
+            raise TypeError(f"expected {len(self._types)} parameter(s), got {len(args)}")
+        sql, slots, constants, adapters, db = self._compiled()
+        params = [constants[i] if slot is None else adapters[slot](args[slot]) for i, slot in enumerate(slots)]
+        with connections[db].cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount
+
+
+class PreparedInsert(Generic[M]):
+    """``PreparedInsert(ClientEvent).create(client=c, to_status="ready", ...)``: one INSERT, as
+    ``Model.objects.create`` makes it (defaults, ``auto_now_add``, the new primary key), built once."""
+
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
+        self._local = threading.local()
+
+    def _compiled(self, db: str) -> tuple[str, list]:
+        compiled = getattr(self._local, "compiled", None)
+        if compiled is None:
+            connection = connections[db]
+            meta = self.model._meta
+            fields = [f for f in meta.local_concrete_fields if f is not meta.pk or not f.db_returning]
+            ops = connection.ops
+            columns = ", ".join(ops.quote_name(f.column) for f in fields)
+            returning = ""
+            if connection.features.can_return_columns_from_insert:
+                returning = " RETURNING " + ops.quote_name(meta.pk.column)
+            sql = f"INSERT INTO {ops.quote_name(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}){returning}"
+            compiled = self._local.compiled = (sql, fields)
+        return compiled
+
+    def create(self, **kwargs: Any) -> M:
+        obj = self.model(**kwargs)
+        db = "default"
+        sql, fields = self._compiled(db)
+        connection = connections[db]
+        params = [f.get_db_prep_save(f.pre_save(obj, True), connection=connection) for f in fields]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            pk = cursor.fetchone()[0] if "RETURNING" in sql else connection.ops.last_insert_id(
+                cursor, self.model._meta.db_table, self.model._meta.pk.column
+            )
+        obj.pk = pk
+        obj._state.adding = False
+        obj._state.db = db
+        return obj

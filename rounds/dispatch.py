@@ -7,12 +7,14 @@ With Huey's ``immediate`` mode (the unit tests) a task runs at once, in the call
 """
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from huey.contrib.djhuey import HUEY
+
+from fedplatform.prepared import PreparedUpdate
 
 from .models import Run
 
@@ -65,10 +67,20 @@ def request_tick(run_id: int) -> None:
         _mark_due(run_id)
 
 
+# One conditional UPDATE, compiled once (fedplatform.prepared): every state change that may let a
+# run move on asks for a tick.
+_mark = PreparedUpdate(
+    lambda pk, now, stale: (
+        Run.objects.filter(Q(tick_requested_at__isnull=True) | Q(tick_requested_at__lt=stale), pk=pk),
+        {"tick_requested_at": now},
+    ),
+    int, datetime, datetime,
+)
+
+
 def _mark_due(run_id: int) -> None:
     now = timezone.now()
-    fresh = Q(tick_requested_at__isnull=True) | Q(tick_requested_at__lt=now - TICK_REQUEST_TTL)
-    if Run.objects.filter(fresh, pk=run_id).update(tick_requested_at=now):
+    if _mark.run(run_id, now, now - TICK_REQUEST_TTL):
         from .tasks import tick  # noqa: PLC0415 - tasks import the engine, which imports this
 
         _after_commit(lambda: tick(run_id))

@@ -48,3 +48,34 @@ def test_a_parameter_the_query_does_not_use_is_refused(db):
     unused = Prepared(lambda h: Client.objects.filter(name="x"), str)
     with pytest.raises(ValueError, match="each parameter must appear once"):
         unused.first("a")
+
+
+def test_a_prepared_update_changes_what_update_would_and_counts_rows(run, device):
+    from datetime import datetime, timedelta, timezone
+
+    from fedplatform.prepared import PreparedUpdate
+
+    move = PreparedUpdate(
+        lambda pk, current, to, at: (Client.objects.filter(pk=pk, status=current), {"status": to, "last_seen": at}),
+        int, str, str, datetime,
+    )
+    alice = Client.objects.get(pk=device("alice", poll=False).id)
+    at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    assert move.run(alice.pk, "ready", "paused", at) == 0  # not in that status: nothing changes
+    assert move.run(alice.pk, alice.status, "paused", at) == 1
+    alice.refresh_from_db()
+    assert (alice.status, alice.last_seen) == ("paused", at)
+    assert move.run(alice.pk, "paused", "ready", at + timedelta(days=1)) == 1
+    assert Client.objects.filter(last_seen__gt=at).count() == 1
+
+
+def test_a_prepared_insert_creates_what_create_would(run, device):
+    from clients.models import ClientEvent
+    from fedplatform.prepared import PreparedInsert
+
+    alice = Client.objects.get(pk=device("alice", poll=False).id)
+    made = PreparedInsert(ClientEvent).create(client=alice, from_status="join", to_status="ready", reason="r")
+    stored = ClientEvent.objects.get(pk=made.pk)
+    assert (stored.client_id, stored.to_status, stored.reason, stored.round_id) == (alice.pk, "ready", "r", None)
+    assert stored.at is not None and made.at == stored.at  # auto_now_add, as create() sets it
+    assert made._state.adding is False
