@@ -84,6 +84,31 @@ def check_int8(q: np.ndarray) -> None:
         raise QuantError("int8 value -128 is outside the symmetric range")
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def scales_fit(scales: np.ndarray, largest_level: int) -> bool:
+    """Whether every dequantized value ``q * scale`` (|q| <= largest_level) is a finite float32.
+
+    An encoder's scale is a row's largest magnitude over ``largest_level``, so it always fits;
+    checked, the values need no finiteness pass of their own. The product of a float32 and a
+    small integer is exact in float64, so the comparison is too.
+    """
+    return not scales.size or float(scales.max()) * largest_level <= _FLOAT32_MAX
+
+
+def check_packed_nibbles(packed: np.ndarray, n: int) -> None:
+    """What ``unpack_nibbles`` refuses, checked on the packed bytes without unpacking them."""
+    if packed.size != packed_nibble_bytes(n):
+        raise QuantError(f"{packed.size} packed bytes cannot hold exactly {n} 4-bit values")
+    if not packed.size:
+        return
+    if ((packed & 0x0F) == 0).any() or (packed[: n // 2] < 0x10).any():
+        raise QuantError("4-bit value -8 is outside the symmetric range")
+    if n % 2 and packed[-1] >> 4 != 8:
+        raise QuantError("the padding nibble must encode 0")
+
+
 # ---------------------------------------------------------------- 4-bit packing
 
 

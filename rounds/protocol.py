@@ -215,7 +215,7 @@ def update_accept(
         device_input.check_upload_encoding(
             codec.peek_header(body)["tensors"], manifest, rnd.upload_encoding, lossless=runtask.run_lossless(rnd.run)
         )
-        decoded = codec.decode(body, manifest=manifest, kind="delta", max_bytes=codec.float32_size(manifest))
+        decoded = codec.validate(body, manifest=manifest, kind="delta", max_bytes=codec.float32_size(manifest))
     except codec.CodecError as exc:
         raise Invalid(str(exc), exc.code) from exc
     decode_seconds = time.perf_counter() - started
@@ -226,7 +226,7 @@ def update_accept(
             "wrong_base",
         )
     encodings = ",".join(sorted(decoded.encodings))
-    del decoded  # validated; the engine decodes it again when it aggregates, one update at a time
+    del decoded  # validated, never dequantized here: the engine decodes it when it aggregates
     # Slow I/O before the transaction: the blob is durable before the row that points at it exists.
     name = blobs.store(f"runs/{rnd.run_id}/rounds/{rnd.number}", body, digest)
     try:

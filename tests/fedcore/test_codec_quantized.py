@@ -353,3 +353,53 @@ def test_mutated_quantized_blobs_only_ever_raise_codec_error(which, edits, cut, 
 def test_random_payloads_under_valid_quantized_headers_only_ever_raise_codec_error(payload, n, encoding, rows):
     shape = (rows, n)
     _decode_or_codec_error(forge([entry(encoding, shape, len(payload))], payload))
+
+
+# ---------------------------------------------------------------- validate() and decode() agree
+
+
+def _outcome(fn, blob: bytes) -> str:
+    try:
+        fn(blob, kind="delta")
+    except CodecError as exc:
+        return exc.code
+    return "ok"
+
+
+@SETTINGS
+@given(
+    encoding=st.sampled_from(sorted(codec.DELTA_ONLY_ENCODINGS | {"float32", "bfloat16"})),
+    seed=st.integers(0, 2**16),
+    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), max_size=3),
+)
+def test_validate_refuses_exactly_what_decode_refuses(encoding, seed, flips):
+    """The server accepts an upload on validate() and the engine aggregates it with decode():
+    a blob one accepts and the other refuses would stall a round."""
+    blob = as_delta(update(seed), encoding)
+    header_end = 9 + struct.unpack("<4sBI", blob[:9])[2]  # damage the payload, past the JSON header
+    payload = bytearray(zstandard.ZstdDecompressor().decompress(blob[header_end:]))
+    for at, xor in flips:
+        payload[at % len(payload)] ^= xor
+    damaged = blob[:header_end] + zstandard.ZstdCompressor(write_content_size=True).compress(bytes(payload))
+    assert _outcome(codec.validate, damaged) == _outcome(decode, damaged)
+
+
+@pytest.mark.parametrize("encoding", ["int8", "int4"])
+def test_validate_refuses_a_scale_whose_values_would_overflow(encoding):
+    level = 127 if encoding == "int8" else 7
+    fitting = np.float32(np.finfo(np.float32).max / level)
+    if float(fitting) * level > float(np.finfo(np.float32).max):
+        fitting = np.nextafter(fitting, np.float32(0))  # the largest scale whose values fit
+    scale = np.nextafter(fitting, np.float32(np.inf))
+    q = [level, 1] if encoding == "int8" else None
+    if encoding == "int8":
+        blob = forge([entry("int8", (2,), 6)], int8_payload([scale], q))
+    else:
+        blob = forge([entry("int4", (2,), 5)], np.asarray([scale], "<f4").tobytes() + bytes([0x9F]))
+    assert _outcome(codec.validate, blob) == _outcome(decode, blob) == "non_finite"
+    if encoding == "int8":
+        ok = forge([entry("int8", (2,), 6)], int8_payload([fitting], q))
+    else:
+        ok = forge([entry("int4", (2,), 5)], np.asarray([fitting], "<f4").tobytes() + bytes([0x9F]))
+    assert np.isfinite(decode(ok, kind="delta").arrays["w"]).all()
+    assert _outcome(codec.validate, ok) == "ok"
