@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--devices", type=int, default=1000)
     p.add_argument("--servers", type=int, default=1, help="server processes (devices are spread over them)")
     p.add_argument("--engines", type=int, default=1, help="engine worker processes")
+    p.add_argument("--server", choices=("uvicorn", "daphne"), default="uvicorn", help="the ASGI server")
     p.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     p.add_argument("--redis", action="store_true", help="queue and events on Redis (needed for --servers > 1)")
     p.add_argument("--arch", default="cnn")
@@ -57,10 +58,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--join-rate", type=float, default=100, help="devices joining per second (they join over time)")
     p.add_argument("--max-seconds", type=float, default=900)
     p.add_argument("--name", default=None, help="results file name (default: from the options)")
+    p.add_argument("--logs", default=None, help="copy the server and engine logs to this folder")
     return p.parse_args(argv)
 
 
 # ----------------------------------------------------------------------------- the platform
+
+
+def server_command(server: str, port: int) -> list[str]:
+    """One server process on 127.0.0.1:port, as the README's production section runs it."""
+    bindir = Path(sys.executable).parent
+    if server == "daphne":
+        return [str(bindir / "daphne"), "-e", f"tcp:{port}:interface=127.0.0.1:backlog=4096", "fedplatform.asgi:application"]
+    return [str(bindir / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--backlog", "4096",
+            "--no-access-log", "--log-level", "warning", "fedplatform.asgi:application"]
 
 
 class Platform:
@@ -125,8 +136,7 @@ class Platform:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             log = (self.workdir / f"server-{i}.log").open("ab")
-            argv = [str(Path(sys.executable).parent / "daphne"), "-e", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
-                    "fedplatform.asgi:application"]
+            argv = server_command(self.args.server, port)
             proc = subprocess.Popen(
                 argv,
                 cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
@@ -169,6 +179,10 @@ class Platform:
 
     def stop(self) -> None:
         stop_processes(self.procs, timeout=15)
+        if self.args.logs:  # the processes' logs outlive the run's temporary folder
+            Path(self.args.logs).mkdir(parents=True, exist_ok=True)
+            for log in self.workdir.glob("*.log"):
+                shutil.copy(log, Path(self.args.logs) / log.name)
         if self.pg_name:
             import psycopg
 
@@ -183,6 +197,7 @@ class Platform:
 class Stats:
     def __init__(self) -> None:
         self.latency: dict[str, list[float]] = defaultdict(list)
+        self.bytes_down: list[int] = []
         self.errors: dict[str, int] = defaultdict(int)
         self.error_examples: list[str] = []
         self.delivery: dict[int, list[float]] = defaultdict(list)  # round number -> task receipt times
@@ -201,14 +216,32 @@ def codec_type() -> str:
     return CONTENT_TYPE
 
 
-def _synthetic_body(model_bytes: bytes, base_version: int, cache: dict) -> bytes:
+def model_arrays(run: dict) -> dict:
+    """The run's model as its devices build it (the built-in task), for the updates' shapes."""
+    from fedcore.state import state_to_arrays
+    from fedcore.tasks.registry import load_task
+
+    task = load_task(run["task"])
+    return state_to_arrays(task.build_model(task.validate_config(run["task_config"])).state_dict())
+
+
+def chain_type() -> str:
+    from fedcore.broadcast import CHAIN_CONTENT_TYPE
+
+    return CHAIN_CONTENT_TYPE
+
+
+def _synthetic_body(base_version: int, cache: dict) -> bytes:
+    """An int4 update of the run's model against ``base_version``: random, as trained updates are
+    (a constant one would compress to nothing and flatter the bytes and the server's work)."""
     if base_version not in cache:
         import numpy as np
 
         from fedcore import codec
 
-        base = codec.decode(model_bytes).arrays
-        delta = {k: (np.full_like(a, 0.001) if a.dtype.kind == "f" else np.zeros_like(a)) for k, a in base.items()}
+        rng = np.random.default_rng(base_version)
+        delta = {k: (rng.normal(0, 1e-3, a.shape).astype(a.dtype) if a.dtype.kind == "f" else np.zeros_like(a))
+                 for k, a in cache["model"].items()}
         cache[base_version] = codec.encode(delta, encoding="int4", kind="delta", base_version=base_version)
     return cache[base_version]
 
@@ -227,6 +260,7 @@ async def device_loop(http, url: str, run: dict, index: int, args, stats: Stats,
         reg = await r.json()
     auth = {"Authorization": f"Token {reg['token']}"}
     base = f"{url}/api/v1/clients/{reg['id']}"
+    holds: int | None = None  # the version this device holds, as the worker says with ?base=
     while not done.is_set():
         t0 = time.monotonic()
         try:
@@ -255,13 +289,17 @@ async def device_loop(http, url: str, run: dict, index: int, args, stats: Stats,
         opened = datetime.fromisoformat(task["deadline"].replace("Z", "+00:00")).timestamp() - run["round_timeout"]
         stats.opened_at.setdefault(task["round_number"], opened)
         t0 = time.monotonic()
-        async with http.get(url + task["model_url"], headers={**auth, "Accept": codec_type()}) as r:
+        model_url = url + task["model_url"] + (f"&base={holds}" if holds is not None else "")
+        async with http.get(model_url, headers={**auth, "Accept": f"{codec_type()}, {chain_type()}"}) as r:
             model = await r.read()
             stats.latency["model download"].append(time.monotonic() - t0)
+            stats.bytes_down.append(len(model))
             if r.status != 200:
-                stats.error("model download", f"{r.status}")
+                stats.error("model download", f"{r.status} {model[:200]!r}")
+                await asyncio.sleep(1)
                 continue
-        upload = await asyncio.get_running_loop().run_in_executor(None, _synthetic_body, model, task["base_version"], bodies)
+        holds = task["base_version"]
+        upload = await asyncio.get_running_loop().run_in_executor(None, _synthetic_body, task["base_version"], bodies)
         train_until = time.monotonic() + random.uniform(low, high)
         while time.monotonic() < train_until:
             await asyncio.sleep(min(5.0, max(0.0, train_until - time.monotonic())))
@@ -308,11 +346,16 @@ async def drive(args, platform: Platform) -> tuple[Stats, dict]:
         async with http.post(f"{first}/api/v1/runs/{run['id']}/start/", auth=auth, headers=basic) as r:
             assert r.status == 200
         done = asyncio.Event()
-        bodies: dict = {}
+        bodies: dict = {"model": model_arrays(run)}
 
         async def one(i: int) -> None:
             url = platform.servers[i % len(platform.servers)][0]
-            await device_loop(http, url, run, i, args, stats, done, bodies)
+            try:
+                await device_loop(http, url, run, i, args, stats, done, bodies)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a device that dies is a finding of the run, not silence
+                stats.error("device", repr(exc))
 
         cpu_before, started = platform.cpu_seconds(), time.monotonic()
         cpu_before["load driver (this process)"] = time.process_time()
@@ -377,10 +420,13 @@ def main(argv: list[str] | None = None) -> None:
     backend = f"{args.database}{' + Redis' if args.redis else ''}"
     cpu = ", ".join(f"{k}: {v:.0f} s ({100 * v / summary['wall']:.0f} %)" for k, v in summary["cpu"].items())
     body = (
-        f"{args.devices} devices, {args.servers} server process(es) (daphne), {args.engines} engine worker(s), "
+        f"{args.devices} devices, {args.servers} server process(es) ({args.server}), {args.engines} engine worker(s), "
         f"{backend}; {args.arch} on {args.dataset}, {summary['per_round']} clients per round, "
         f"{args.rounds} rounds, long-poll wait {args.wait} s, simulated training {args.train_seconds} s. "
         f"Run {'finished' if summary['finished'] else 'DID NOT FINISH'} in {summary['wall']:.0f} s.\n\n"
+        f"Model downloads: {len(stats.bytes_down)}, median {_pct(stats.bytes_down, 50) / 1e6 if stats.bytes_down else 0:.2f} MB "
+        "(a device sends the version it holds, as the worker does: the first download is the snapshot, later ones "
+        "the broadcast delta).\n\n"
         f"Server CPU over the run: {cpu}. Peak database connections: "
         f"{summary['max_db_connections'] if args.database == 'postgres' else 'n/a (SQLite)'}.\n\n"
         "Latency per request (ms; a held poll counts its answer time minus the time it was parked):\n\n"
