@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import report  # noqa: F401  (puts the repo on sys.path)
 from report import REPO, mb, table, write
 
 DEFAULT_ENCODINGS = "float32,bfloat16,int8,int4,topk10-int8,topk3-int8,topk1-int8,topk1-int8:noef"

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-import report  # noqa: F401  (puts the repo on sys.path)
 from report import mb, table, write
 
 

@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import report  # noqa: F401  (puts the repository on sys.path)
 from grids import GRIDS, Grid, expand, label
 from report import REPO, RESULTS, commit, command, machine, stop_processes
 
@@ -299,7 +298,7 @@ def run_grid(args: argparse.Namespace, argv: list[str]) -> int:
     stamp = {"command": command(), "commit": commit(), "machine": machine()}
     parts = Path(tempfile.mkdtemp(prefix=f"experiments-{grid.name}-"))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+           "PYTHONUNBUFFERED": "1"}
     target = args.out or EXPERIMENTS / f"{grid.name}.jsonl"
     queue, running, failed = list(enumerate(jobs)), [], 0
     print(f"{grid.name}: {len(jobs)} job(s), {args.jobs} at a time; rows go to {target}", flush=True)

@@ -48,7 +48,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import report  # noqa: F401  (puts the repo on sys.path)
 from report import REPO, RESULTS, mb, table, write
 
 FLOWER_VERSION = "1.42.0"

@@ -33,7 +33,6 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-import report  # noqa: F401  (puts the repo on sys.path)
 from report import REPO, stop_processes, table, write
 
 PG_ADMIN = os.environ.get("FEDPLATFORM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

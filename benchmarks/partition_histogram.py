@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-import report  # noqa: F401  (puts the repository on sys.path)
 from report import RESULTS, table
 
 

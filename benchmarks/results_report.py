@@ -16,7 +16,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import report  # noqa: F401  (puts the repository on sys.path)
 from grids import GRIDS, PARTITIONS, Grid, expand, label
 from report import REPO, RESULTS, table
 

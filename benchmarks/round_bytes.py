@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-import report  # noqa: F401  (puts the repo on sys.path)
 from report import REPO, mb, table, write
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-subset.npz"

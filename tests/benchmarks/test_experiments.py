@@ -60,7 +60,6 @@ def test_the_same_configuration_and_seed_give_the_same_rounds_and_a_rerun_replac
 
 
 def test_the_report_is_computed_from_the_rows(recorded, tmp_path, monkeypatch):
-    sys.path.insert(0, str(BENCHMARKS))
     import results_report
 
     (tmp_path / "experiments").mkdir()

@@ -1,13 +1,10 @@
 """Folding per-seed runs into one experiment JSONL keeps every record and its provenance, and the
 seed summary reads the folded rows as it read the files."""
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import fold_seed_runs  # noqa: E402
-from seed_summary import runs_by_seed  # noqa: E402
+import fold_seed_runs
+from seed_summary import runs_by_seed
 
 
 def _seed_run(folder: Path, seed: int) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -217,11 +216,10 @@ def test_a_registration_the_server_refuses_for_its_manifest_exits_with_code_6(st
 
 def test_sigterm_makes_the_worker_leave_the_server_and_exit_0(stub_server, fashion_dir):
     run = FakeRun(stub_server, tasks=[Reply(204, headers={"Retry-After": "30"})] * 50)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker", "--server", run.server.url, "--name", "sig",
          "--data", str(fashion_dir), "--limit", "32", "--device", "cpu", "--quiet"],
-        cwd=REPO, env=env, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stderr=subprocess.PIPE, text=True,
     )
     try:
         deadline = time.monotonic() + 30
