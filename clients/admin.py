@@ -62,7 +62,8 @@ kick = _action("kick", services.client_kick, "kicked", "Kick selected clients (r
 ban = _action("ban", services.client_ban, "banned", "Kick selected clients and ban their registration addresses")
 approve = _action("approve", services.client_approve, "approved", "Approve selected clients (pending admission)")
 reject = _action("reject", services.client_reject, "rejected", "Reject selected clients (pending admission)")
-revoke = _action("revoke", services.client_revoke, "revoked the tokens of", "Revoke the tokens of selected clients (they leave)")
+revoke = _action("revoke", services.client_revoke, "revoked the tokens of",
+                 "Revoke the tokens of selected clients (they leave)")
 
 
 @admin.register(Client)

@@ -132,7 +132,8 @@ def client_register(
             registered_from=address,
         )
         reason = "registered, waiting for approval" if admission == Admission.PENDING else "registered"
-        ClientEvent.objects.create(client=client, from_status=ClientStatus.JOIN, to_status=ClientStatus.JOIN, reason=reason)
+        ClientEvent.objects.create(client=client, from_status=ClientStatus.JOIN, to_status=ClientStatus.JOIN,
+                                   reason=reason)
         emit("client.status", client_snapshot(client))
     # No round can select it before its first poll (ClientQuerySet.selectable): that poll, not
     # the registration, asks the engine for a round.
@@ -158,7 +159,8 @@ def client_rotate_token(*, client: Client) -> str:
     with transaction.atomic():
         if not Client.objects.filter(pk=client.pk, token_hash=client.token_hash).update(token_hash=hash_token(token)):
             raise Conflict("the token was rotated or revoked meanwhile", "token_changed")
-        ClientEvent.objects.create(client=client, from_status=client.status, to_status=client.status, reason="token rotated")
+        ClientEvent.objects.create(client=client, from_status=client.status, to_status=client.status,
+                                   reason="token rotated")
     client.token_hash = hash_token(token)
     return token
 
@@ -168,7 +170,8 @@ def client_revoke(*, client: Client, actor: str) -> None:
     and the client leaves its run. The device may register again, unless banned."""
     with transaction.atomic():
         Client.objects.filter(pk=client.pk).update(token_hash=unusable_token_hash())
-        audit_record(actor=actor, action="client.revoke", target_type="client", target_id=client.pk, run_id=client.run_id)
+        audit_record(actor=actor, action="client.revoke", target_type="client", target_id=client.pk,
+                     run_id=client.run_id)
         client_transition(client=client, to=ClientStatus.LEFT, reason="token revoked by operator", actor=actor)
 
 
@@ -181,7 +184,8 @@ def client_approve(*, client: Client, actor: str) -> None:
         client.refresh_from_db()
         ClientEvent.objects.create(client=client, from_status=client.status, to_status=client.status,
                                    reason="approved by operator", actor=actor)
-        audit_record(actor=actor, action="client.approve", target_type="client", target_id=client.pk, run_id=client.run_id)
+        audit_record(actor=actor, action="client.approve", target_type="client", target_id=client.pk,
+                     run_id=client.run_id)
         if client.status in SELECTABLE_STATUSES and client.polled_at is not None:
             client_available.send(sender=Client, client=client)
         emit("client.status", client_snapshot(client))
@@ -215,7 +219,8 @@ def client_seen(*, client: Client, progress: float | None = None) -> bool:
         changes["last_seen"] = now
     if progress is not None:
         progress = max(0.0, min(1.0, float(progress)))
-        if abs(progress - (client.progress or 0.0)) >= PROGRESS_RESOLUTION or (progress == 1.0) != (client.progress == 1.0):
+        moved = abs(progress - (client.progress or 0.0)) >= PROGRESS_RESOLUTION
+        if moved or (progress == 1.0) != (client.progress == 1.0):
             changes["progress"] = progress
     if changes:
         with transaction.atomic():  # a transaction, so SQLite writers queue (fedplatform.sqlite)
@@ -277,7 +282,8 @@ def client_pause(*, client: Client, actor: str) -> None:
     if client.status in GONE_STATUSES:
         raise Conflict(f"client {client.pk} already {client.status}", "client_gone")
     with transaction.atomic():
-        audit_record(actor=actor, action="client.pause", target_type="client", target_id=client.pk, run_id=client.run_id)
+        audit_record(actor=actor, action="client.pause", target_type="client", target_id=client.pk,
+                     run_id=client.run_id)
         client_transition(client=client, to=ClientStatus.PAUSED, reason="paused by operator", actor=actor)
 
 
@@ -285,7 +291,8 @@ def client_resume(*, client: Client, actor: str) -> None:
     if client.status != ClientStatus.PAUSED:
         raise Conflict(f"client {client.pk} is {client.status}, not paused", "not_paused")
     with transaction.atomic():
-        audit_record(actor=actor, action="client.resume", target_type="client", target_id=client.pk, run_id=client.run_id)
+        audit_record(actor=actor, action="client.resume", target_type="client", target_id=client.pk,
+                     run_id=client.run_id)
         client_transition(client=client, to=ClientStatus.READY, reason="resumed by operator", actor=actor)
 
 

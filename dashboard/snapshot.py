@@ -104,4 +104,5 @@ def build(run: Run) -> dict[str, Any]:
 
 def empty() -> dict[str, Any]:
     """What the page starts from when no run exists yet."""
-    return {"server_time": timezone.now().isoformat(), "run": None, "config": None, "rounds": [], "clients": [], "runs": run_list()}
+    return {"server_time": timezone.now().isoformat(), "run": None, "config": None, "rounds": [], "clients": [],
+            "runs": run_list()}

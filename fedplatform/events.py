@@ -112,7 +112,8 @@ class OutboxRelay:
     def _rows_after(last: int) -> list[tuple[int, str, dict]]:
         from .models import OutboxEvent  # noqa: PLC0415
 
-        return list(OutboxEvent.objects.filter(id__gt=last).order_by("id").values_list("id", "kind", "payload")[:RELAY_BATCH])
+        newer = OutboxEvent.objects.filter(id__gt=last).order_by("id")
+        return list(newer.values_list("id", "kind", "payload")[:RELAY_BATCH])
 
     @staticmethod
     def _late_rows(last: int, seen: set[int]) -> list[tuple[int, str, dict]]:

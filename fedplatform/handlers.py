@@ -124,7 +124,8 @@ class _NoRequestThread(ASGIHandler):
         limit = await body_limit(scope)
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
-            await send_error(send, 413, "too_large", f"body of {declared} bytes exceeds this request's limit of {limit}")
+            await send_error(send, 413, "too_large",
+                             f"body of {declared} bytes exceeds this request's limit of {limit}")
             return
         try:
             # No ThreadSensitiveContext: no thread per request.

@@ -310,6 +310,7 @@ LOGGING = {
         # Every 5xx with its traceback, DEBUG or not.
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         # The queue logs every task it runs at INFO (a sweep every few seconds): warnings by default.
-        "huey": {"handlers": ["console"], "level": os.environ.get("FEDPLATFORM_QUEUE_LOG_LEVEL", "WARNING"), "propagate": False},
+        "huey": {"handlers": ["console"], "level": os.environ.get("FEDPLATFORM_QUEUE_LOG_LEVEL", "WARNING"),
+                 "propagate": False},
     },
 }

@@ -173,7 +173,8 @@ def _recover_evaluations() -> None:
         dead.update(evaluation=EvaluationStatus.PENDING, evaluation_claimed_at=None)
     lost = timezone.now() - timedelta(seconds=30)  # created, but its task never ran
     pending = ModelVersion.objects.filter(
-        evaluation=EvaluationStatus.PENDING, created_at__lt=lost, run__status__in=[RunStatus.RUNNING, RunStatus.DRAFT, RunStatus.PAUSED]
+        evaluation=EvaluationStatus.PENDING, created_at__lt=lost,
+        run__status__in=[RunStatus.RUNNING, RunStatus.DRAFT, RunStatus.PAUSED],
     )
     for version_id in pending.values_list("pk", flat=True)[:10]:
         dispatch.evaluate_later(version_id)
@@ -231,7 +232,8 @@ def round_open(*, run_id: int) -> Round | None:
             )
             rnd.expected.set(chosen)
             for client in chosen:
-                client_transition(client=client, to=ClientStatus.TRAINING, reason=f"selected for round {number}", round=rnd)
+                client_transition(client=client, to=ClientStatus.TRAINING, reason=f"selected for round {number}",
+                                  round=rnd)
             emit("round.opened", round_shape(rnd))
             dispatch.tick_at(run.pk, rnd.deadline)
     except IntegrityError:
@@ -419,7 +421,8 @@ def _round_metrics(rnd: Round, updates: list[Update], arrays: dict) -> dict:
         "test_loss": None,
     }
     metrics["compression_ratio"] = (
-        round(metrics["float32_bytes_per_update"] * len(updates) / metrics["bytes_up"], 3) if metrics["bytes_up"] else None
+        round(metrics["float32_bytes_per_update"] * len(updates) / metrics["bytes_up"], 3)
+        if metrics["bytes_up"] else None
     )
     return metrics
 

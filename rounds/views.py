@@ -26,7 +26,8 @@ BINARY = {codec.CONTENT_TYPE: OpenApiTypes.BINARY}
 
 
 class RunViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
 ):
     """Operators create, inspect, reconfigure and control runs. Configuration changes apply from
     the next round that opens."""
@@ -49,7 +50,8 @@ class RunViewSet(
             return super().perform_content_negotiation(request, force)
         if wanted not in exports.FORMATS and not force:
             raise Invalid(
-                f"unknown format {wanted!r}; choose from {', '.join(exports.FORMATS)}, or leave it out for the wire format",
+                f"unknown format {wanted!r}; choose from {', '.join(exports.FORMATS)}, "
+                "or leave it out for the wire format",
                 "bad_format",
             )
         return renderers.JSONRenderer(), renderers.JSONRenderer.media_type
@@ -98,7 +100,8 @@ class RunViewSet(
     @action(detail=True, methods=["get"])
     def rounds(self, request, pk=None):
         run = self.get_object()
-        rounds = run.round_set.select_related("base_version", "result_version", "config").prefetch_related("expected", "updates__client")
+        rounds = run.round_set.select_related("base_version", "result_version", "config").prefetch_related(
+            "expected", "updates__client")
         return Response(RoundSerializer(rounds, many=True).data)
 
     @extend_schema(responses={200: ModelVersionSerializer(many=True), **ERRORS})
@@ -125,10 +128,13 @@ class RunViewSet(
         ],
         responses={
             (200, codec.CONTENT_TYPE): OpenApiTypes.BINARY,
-            (200, downloads.CHAIN_CONTENT_TYPE): OpenApiResponse(OpenApiTypes.BINARY, description="a chain of broadcast deltas"),
+            (200, downloads.CHAIN_CONTENT_TYPE): OpenApiResponse(OpenApiTypes.BINARY,
+                                                                 description="a chain of broadcast deltas"),
             (200, "application/json"): OpenApiTypes.OBJECT,
-            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="with `format`: the file"),
-            202: OpenApiResponse(ErrorSerializer, description="with `format`: the engine renders it; ask again after `Retry-After`"),
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY,
+                                                               description="with `format`: the file"),
+            202: OpenApiResponse(ErrorSerializer,
+                                 description="with `format`: the engine renders it; ask again after `Retry-After`"),
             304: OpenApiResponse(description="the `If-None-Match` version is current"),
             **ERRORS,
         },
@@ -180,7 +186,8 @@ class RunViewSet(
             raise Conflict(f"exporting version {version.number} as {fmt} failed: {found.error}", "export_failed")
         if found.status != ExportStatus.DONE:
             detail = f"version {version.number} is being exported as {fmt}; ask again in a moment"
-            return Response({"code": "export_pending", "detail": detail}, status=status.HTTP_202_ACCEPTED, headers={"Retry-After": "1"})
+            return Response({"code": "export_pending", "detail": detail}, status=status.HTTP_202_ACCEPTED,
+                            headers={"Retry-After": "1"})
         if downloader is not None:  # an operator took the model out of the platform
             audit_record(actor=downloader, action="run.export", target_type="run", target_id=version.run_id,
                          run_id=version.run_id, details={"version": version.number, "format": fmt})
@@ -240,7 +247,8 @@ class StrategyListView(APIView):
 class RoundViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Rounds with their participants, updates, metrics and bytes (operators)."""
 
-    queryset = Round.objects.select_related("base_version", "result_version", "config").prefetch_related("expected", "updates__client")
+    queryset = Round.objects.select_related("base_version", "result_version", "config").prefetch_related(
+        "expected", "updates__client")
     serializer_class = RoundSerializer
     permission_classes = [CanView]
 
@@ -280,14 +288,16 @@ class UpdateUploadView(APIView):
         if request.content_type.split(";")[0].strip() != codec.CONTENT_TYPE:
             raise Invalid(f"send the update as {codec.CONTENT_TYPE}", "bad_content_type")
         # Headers first: a malformed one is refused before the body is read.
-        num_examples = device_input.parse_num_examples(request.headers.get("X-Num-Examples"), registered=client.num_examples)
+        num_examples = device_input.parse_num_examples(request.headers.get("X-Num-Examples"),
+                                                       registered=client.num_examples)
         metrics = device_input.parse_metrics(request.headers.get("X-Metrics"))
         limit = self.max_body_bytes(round_id, client_id)
         body = device_input.read_body(request._request, declared=request.META.get("CONTENT_LENGTH"), limit=limit)
         update, created = protocol.update_accept(
             round_id=round_id, client=client, body=body, num_examples=num_examples, metrics=metrics, max_bytes=limit
         )
-        body = {"round": round_id, "client": client.pk, "bytes": update.bytes_wire, "sha256": update.sha256, "duplicate": not created}
+        body = {"round": round_id, "client": client.pk, "bytes": update.bytes_wire, "sha256": update.sha256,
+                "duplicate": not created}
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
@@ -343,7 +353,8 @@ class DeviceTaskView(_DeviceView):
 class HeartbeatView(_DeviceView):
     """Liveness and training progress; the answer says whether to continue, abort or stop."""
 
-    @extend_schema(operation_id="clients_heartbeat_create", request=HeartbeatSerializer, responses={200: HeartbeatReplySerializer, **ERRORS})
+    @extend_schema(operation_id="clients_heartbeat_create", request=HeartbeatSerializer,
+                   responses={200: HeartbeatReplySerializer, **ERRORS})
     def post(self, request, pk: int):
         client = self.device(request, pk)
         data = HeartbeatSerializer(data=request.data)

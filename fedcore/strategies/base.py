@@ -88,7 +88,8 @@ class StrategySpec:
         known = self.all_params()
         unknown = sorted(set(config) - set(known))
         if unknown:
-            raise StrategyConfigError(f"unknown keys {unknown} for strategy {self.name!r}; it takes: {', '.join(sorted(known))}")
+            raise StrategyConfigError(
+                f"unknown keys {unknown} for strategy {self.name!r}; it takes: {', '.join(sorted(known))}")
         values = self.defaults()
         for key, value in config.items():
             values[key] = known[key].check(key, value)

@@ -40,7 +40,8 @@ def test_every_round_of_every_configuration_and_seed_is_recorded_with_its_proven
     for row in rows:
         assert 0.0 <= row["test_accuracy"] <= 1.0
         assert row["backend"] == "sim" and row["params"]["rounds"] == 2
-        assert row["command"].startswith("python benchmarks/experiments.py run") and row["commit"] and "CPU" in row["machine"]
+        assert row["command"].startswith("python benchmarks/experiments.py run")
+        assert row["commit"] and "CPU" in row["machine"]
     central = [r for r in rows if r["config"] == "centralized lr=0.05"]
     assert all(r["params"]["clients"] == 1 and r["params"]["upload_encoding"] == "float32" for r in central)
     # Different strategies from the same start really aggregate differently.

@@ -13,7 +13,8 @@ from pathlib import Path
 
 # The real-process helpers live with the end-to-end tests. This script runs outside pytest (whose
 # pythonpath has tests/e2e), so it imports that one file by its path.
-_spec = importlib.util.spec_from_file_location("processes", Path(__file__).resolve().parents[1] / "e2e" / "processes.py")
+_spec = importlib.util.spec_from_file_location("processes",
+                                               Path(__file__).resolve().parents[1] / "e2e" / "processes.py")
 assert _spec is not None and _spec.loader is not None
 processes = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(processes)
@@ -57,7 +58,8 @@ def main() -> None:
                 server.api.post(f"{server.url}/api/v1/clients/{clients['device-3']}/pause/", timeout=30)
                 wait_until(lambda: closed_rounds(server, run["id"]) >= 8, 300, what="8 rounds")
                 # The newest closed round shows whole lanes; the open one would be mid-flight.
-                last_closed = max(r["id"] for r in server.get(f"/api/v1/runs/{run['id']}/rounds/") if r["status"] == "closed")
+                rounds = server.get(f"/api/v1/runs/{run['id']}/rounds/")
+                last_closed = max(r["id"] for r in rounds if r["status"] == "closed")
                 page.select_option("#timeline-round", str(last_closed))
                 time.sleep(1.5)
                 target = ROOT / "docs" / "dashboard.png"

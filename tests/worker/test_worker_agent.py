@@ -54,12 +54,16 @@ class FakeRun:
                          "manifest_digest": digest or DIGEST, "upload_encoding": "bfloat16"}
         base = "/api/v1"
         self.server = stub_server({
-            ("GET", f"{base}/clients/enrollment/"): lambda r: Reply(200, {**self.run_task, "name": "r", "status": "running"}),
+            ("GET", f"{base}/clients/enrollment/"):
+                lambda r: Reply(200, {**self.run_task, "name": "r", "status": "running"}),
             ("POST", f"{base}/clients/"): self.register,
-            ("GET", f"{base}/clients/{CLIENT}/task/"): lambda r: self._next(self.tasks, error(410, "run_finished", "done")),
+            ("GET", f"{base}/clients/{CLIENT}/task/"):
+                lambda r: self._next(self.tasks, error(410, "run_finished", "done")),
             ("GET", f"{base}/runs/{RUN}/model/"): self.model,
-            ("POST", f"{base}/clients/{CLIENT}/heartbeat/"): lambda r: self._next(self.heartbeats, Reply(200, {"action": "continue", "status": "training"})),
-            ("PUT", f"{base}/rounds/{ROUND}/updates/{CLIENT}/"): lambda r: self._next(self.uploads, Reply(201, {"accepted": True})),
+            ("POST", f"{base}/clients/{CLIENT}/heartbeat/"):
+                lambda r: self._next(self.heartbeats, Reply(200, {"action": "continue", "status": "training"})),
+            ("PUT", f"{base}/rounds/{ROUND}/updates/{CLIENT}/"):
+                lambda r: self._next(self.uploads, Reply(201, {"accepted": True})),
             ("DELETE", f"{base}/clients/{CLIENT}/"): lambda r: Reply(204),
         })
 
@@ -180,7 +184,8 @@ def test_a_missing_dataset_exits_with_code_2_and_says_how_to_get_it(stub_server,
 
 def test_a_run_on_another_dataset_than_the_chosen_one_exits_with_code_2(stub_server, fashion_dir):
     run = FakeRun(stub_server, tasks=[], dataset="cifar10",
-                  digest=manifest_digest(manifest_of(state_to_arrays(build_model("cnn", in_channels=3, image_size=32)))))
+                  digest=manifest_digest(manifest_of(state_to_arrays(build_model("cnn", in_channels=3,
+                                                                                   image_size=32)))))
     code, log = run_agent(run.server.url, fashion_dir, "--dataset", "fashion-mnist")
 
     assert code == ExitCode.USAGE

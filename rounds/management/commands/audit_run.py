@@ -27,7 +27,8 @@ class Command(BaseCommand):
             updates = list(rnd.updates.order_by("pk"))
             result = aggregate_round(rnd, updates)  # the very path closing took, update by update
             stored = codec.decode(blobs.load(rnd.result_version.blob.name), kind="full").arrays
-            same = _identical(result.model, stored) and _identical(result.state, runstrategy.load_state(rnd.result_version))
+            same = (_identical(result.model, stored)
+                    and _identical(result.state, runstrategy.load_state(rnd.result_version)))
             mismatches += not same
             verdict = "ok" if same else "MISMATCH"
             self.stdout.write(f"round {rnd.number}: {len(updates)} updates -> v{rnd.result_version.number}: {verdict}")
