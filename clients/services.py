@@ -5,6 +5,7 @@ import ipaddress
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -38,7 +39,7 @@ PROGRESS_RESOLUTION = 0.01
 log = logging.getLogger("fedplatform.clients")
 
 # Which moves are legal; anything else is refused, so a late request cannot resurrect a client.
-ALLOWED = {
+ALLOWED: dict[str, set[str]] = {
     ClientStatus.JOIN: {ClientStatus.READY, ClientStatus.TRAINING, ClientStatus.UPDATE},
     ClientStatus.READY: {ClientStatus.TRAINING, ClientStatus.UPDATE},
     ClientStatus.TRAINING: {ClientStatus.FINISH, ClientStatus.READY},
@@ -64,12 +65,13 @@ def client_transition(
     The conditional UPDATE makes the check and the write one step, safe across processes.
     Returns whether the client moved; ``client`` is refreshed either way.
     """
-    changes = {"status": to}
+    changes: dict[str, Any] = {"status": to}
     if to != ClientStatus.TRAINING:
         changes["progress"] = 0.0
     with transaction.atomic():
         # Guess the status this object holds; only when another request moved it first is it read.
-        current, moved = client.status, 0
+        current: str | None = client.status
+        moved = 0
         for attempt in range(2):
             if current is None or current == to:
                 break
@@ -79,7 +81,7 @@ def client_transition(
             if moved or attempt:
                 break
             current = Client.objects.filter(pk=client.pk).values_list("status", flat=True).first()
-        if not moved:
+        if not moved or current is None:  # (a move always starts from a known status)
             client.refresh_from_db()
             return False
         ClientEvent.objects.create(
@@ -233,7 +235,7 @@ def client_seen(*, client: Client, progress: float | None = None) -> bool:
 
 
 def client_count_bytes(*, client: Client, sent: int = 0, received: int = 0, held_version: int | None = None) -> None:
-    changes = {"bytes_sent": F("bytes_sent") + sent, "bytes_received": F("bytes_received") + received}
+    changes: dict[str, Any] = {"bytes_sent": F("bytes_sent") + sent, "bytes_received": F("bytes_received") + received}
     if held_version is not None:
         changes["held_version"] = held_version
     with transaction.atomic():

@@ -34,8 +34,15 @@ class FieldSpec:
     choices: tuple[tuple[str, str], ...] = ()
 
 
-def spec(name: str) -> FieldSpec:
+def _column(name: str) -> models.Field:
     field = Run._meta.get_field(name)
+    if not isinstance(field, models.Field):  # a reverse relation: nothing a form could ask
+        raise LookupError(f"Run has no column {name!r}")
+    return field
+
+
+def spec(name: str) -> FieldSpec:
+    field = _column(name)
     label = str(field.verbose_name).replace("_", " ")
     default = field.get_default()
     if name == "task":

@@ -137,6 +137,9 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         layer = get_channel_layer()
+        if layer is None:  # as _send: with no channel layer there is nobody to tell
+            log.error("no channel layer (CHANNEL_LAYERS): events are not relayed")
+            return
         last = await run_db(self._newest_id)
         seen: dict[int, float] = {}  # ids relayed in the last few seconds, for late commits
         looked_back = time.monotonic()

@@ -1,5 +1,6 @@
 """Serializer plumbing shared by the apps."""
 import copy
+from typing import Any, ClassVar
 
 from rest_framework import serializers
 
@@ -11,6 +12,8 @@ class ModelSerializer(serializers.ModelSerializer):
     itself, and the same shapes are built for every event and every device request. The built
     fields are copied for each instance, as DRF does with declared fields.
     """
+
+    _built_fields: ClassVar[dict[str, Any]]  # per class, set on first use (no default: see get_fields)
 
     def get_fields(self):
         cls = type(self)

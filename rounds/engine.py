@@ -221,11 +221,14 @@ def round_open(*, run_id: int) -> Round | None:
             by_id = run.clients.in_bulk(chosen_ids)
             chosen = [by_id[pk] for pk in chosen_ids]
             base = run.versions.order_by("-number").first()
+            config = run.configs.order_by("-version").first()
+            if base is None or config is None:  # a started run has both; a round needs them
+                return None
             rnd = Round.objects.create(
                 run=run,
                 number=number,
                 base_version=base,
-                config=run.configs.order_by("-version").first(),
+                config=config,
                 hyperparameters={**run.hyperparameters(), **runstrategy.client_instructions(run)},
                 upload_encoding=run.upload_encoding,
                 deadline=now + timedelta(seconds=run.round_timeout),
@@ -467,10 +470,10 @@ def version_evaluate(*, version_id: int) -> str | None:
     ``_claim_evaluation`` for which version)."""
     from .evaluation import evaluate_arrays  # noqa: PLC0415 - torch loads only in engine workers
 
-    version_id = _claim_evaluation(version_id)
-    if version_id is None:
+    claimed = _claim_evaluation(version_id)
+    if claimed is None:
         return None
-    version = ModelVersion.objects.select_related("run").get(pk=version_id)
+    version = ModelVersion.objects.select_related("run").get(pk=claimed)
     started = time.perf_counter()
     found: dict = {}
     try:

@@ -1,3 +1,5 @@
+from typing import TYPE_CHECKING
+
 from rest_framework import serializers
 
 from fedcore import codec
@@ -6,6 +8,9 @@ from fedplatform.serializers import ModelSerializer
 
 from .downloads import DOWNLOAD_ENCODINGS
 from .models import TUNABLE_FIELDS, ModelVersion, Round, Run, RunConfig, RoundStatus, Update
+
+if TYPE_CHECKING:
+    from clients.models import Client
 
 CONFIG_FIELDS = [
     "name", "task", "task_config", "arch", "dataset", "strategy", "strategy_config", "rounds", "min_clients",
@@ -113,7 +118,8 @@ class RoundSerializer(ModelSerializer):
     base_version = serializers.IntegerField(source="base_version.number", read_only=True)
     result_version = serializers.IntegerField(source="result_version.number", read_only=True, allow_null=True,
                                               default=None)
-    expected = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    expected: "serializers.PrimaryKeyRelatedField[Client]" = serializers.PrimaryKeyRelatedField(
+        many=True, read_only=True)
     config_version = serializers.IntegerField(source="config.version", read_only=True)
     updates = UpdateSerializer(many=True, read_only=True)
     received = serializers.SerializerMethodField(help_text="the clients whose update was accepted")

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseNotModified
 from drf_spectacular.types import OpenApiTypes
@@ -56,15 +58,16 @@ class RunViewSet(
             )
         return renderers.JSONRenderer(), renderers.JSONRenderer.media_type
 
-    def perform_create(self, serializer: RunSerializer) -> None:
+    def perform_create(self, serializer: "serializers.BaseSerializer[Run]") -> None:
         config = {k: v for k, v in serializer.validated_data.items() if k in CONFIG_FIELDS}
         serializer.instance = lifecycle.run_create(author=self.request.user.get_username(), **config)
 
-    def perform_update(self, serializer: RunSerializer) -> None:
-        lifecycle.run_configure(
-            run=serializer.instance, changes=dict(serializer.validated_data), author=self.request.user.get_username()
-        )
-        serializer.instance.refresh_from_db()
+    def perform_update(self, serializer: "serializers.BaseSerializer[Run]") -> None:
+        run = serializer.instance
+        assert run is not None  # an update is always of the run the view looked up
+        lifecycle.run_configure(run=run, changes=dict(serializer.validated_data),
+                                author=self.request.user.get_username())
+        run.refresh_from_db()
 
     @extend_schema(responses={200: RunConfigSerializer(many=True), **ERRORS})
     @action(detail=True, methods=["get"])
@@ -296,9 +299,18 @@ class UpdateUploadView(APIView):
         update, created = protocol.update_accept(
             round_id=round_id, client=client, body=body, num_examples=num_examples, metrics=metrics, max_bytes=limit
         )
-        body = {"round": round_id, "client": client.pk, "bytes": update.bytes_wire, "sha256": update.sha256,
-                "duplicate": not created}
-        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        reply = {"round": round_id, "client": client.pk, "bytes": update.bytes_wire, "sha256": update.sha256,
+                 "duplicate": not created}
+        return Response(reply, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class ParkedResponse(Response):
+    """A 204 for a device with nothing to do, carrying what the long-poll wrapper (rounds.longpoll)
+    needs to park it: the run, the client and the longest it may wait, in seconds."""
+
+    def __init__(self, park: tuple[int, int, float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.park = park
 
 
 class _DeviceView(APIView):
@@ -342,11 +354,10 @@ class DeviceTaskView(_DeviceView):
         task = protocol.task_for(client=client)
         if task is None:
             retry = settings.FEDPLATFORM["POLL_INTERVAL"]
-            response = Response(status=status.HTTP_204_NO_CONTENT, headers={"Retry-After": f"{retry:g}"})
             # For the long-poll wrapper: which parked polls a run's events wake, and for how long.
             longest = min(settings.FEDPLATFORM["LONG_POLL_MAX"], client.run.offline_after / 3)
-            response.park = (client.run_id, client.pk, longest)
-            return response
+            return ParkedResponse((client.run_id, client.pk, longest), status=status.HTTP_204_NO_CONTENT,
+                                  headers={"Retry-After": f"{retry:g}"})
         return Response(TaskSerializer(task).data)
 
 

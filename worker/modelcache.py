@@ -116,6 +116,8 @@ class ModelCache:
                                  f"this worker holds {at}")
             arrays, at = rebuild(arrays, decoded.arrays), at + 1
             exact = exact and decoded.encodings <= LOSSLESS_ENCODINGS | {"raw"}
+        if arrays is None:  # no bodies, and no model held to stand for them
+            raise ValueError("no model to build on")
         return arrays, len(bodies), exact
 
     def forget(self) -> None:

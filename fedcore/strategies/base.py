@@ -176,7 +176,7 @@ class Strategy:
     ) -> AggregateResult:
         """Convenience for a list of contributions (a streaming caller uses :meth:`begin`)."""
         items = contributions if total_weight is not None else list(contributions)
-        total = total_weight if total_weight is not None else sum(w for _, w in items)  # type: ignore[union-attr]
+        total = total_weight if total_weight is not None else sum(w for _, w in items)
         round_ = self.begin(base, total, state)
         for delta, weight in items:
             round_.add(delta, weight)
