@@ -4,8 +4,8 @@ One process per encoding simulates the whole federation with fedcore, exactly as
 runs it: every round each client loads the global model, trains locally
 (``fedcore.training.train``), sends ``trained - global`` through ``fedcore.feedback.ErrorFeedback``
 and the codec (as ``worker.agent`` does), and the server averages the *decoded* updates with
-the strategy layer's FedAvg (``fedcore.strategies``, the engine's path). Seeds, data split and client order are the same for every
-encoding, so the only difference between runs is the wire.
+the strategy layer's FedAvg (``fedcore.strategies``, the engine's path). Seeds, data split and client
+order are the same for every encoding, so the only difference between runs is the wire.
 
     python benchmarks/accuracy_cost.py --task fashion-mnist
     python benchmarks/accuracy_cost.py --task cifar10 --device cuda --jobs 8
@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import report  # noqa: F401  (puts the repo on sys.path)
 from report import REPO, mb, table, write
 
 DEFAULT_ENCODINGS = "float32,bfloat16,int8,int4,topk10-int8,topk3-int8,topk1-int8,topk1-int8:noef"
@@ -59,7 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-budget", type=float, default=0, help="seconds; 0: no limit")
     p.add_argument("--name", help="results file name (default accuracy_cost_<task>)")
     p.add_argument("--out-dir", type=Path, help="where the .md goes (default benchmarks/results)")
-    p.add_argument("--jsonl-dir", type=Path, help="where each encoding streams its rounds while running (default: a temp dir)")
+    p.add_argument("--jsonl-dir", type=Path,
+                   help="where each encoding streams its rounds while running (default: a temp dir)")
     p.add_argument("--from-jsonl", type=Path, help="only render the table from saved per-round lines")
     p.add_argument("--child", help=argparse.SUPPRESS)  # one encoding, in a worker process
     p.add_argument("--jsonl", type=Path, help=argparse.SUPPRESS)
@@ -179,7 +179,8 @@ class Broadcast:
                 self.replica = s.replica
                 return {k: np.array(v) for k, v in s.replica.items()}, len(s.delta)
         self.replica = dict(global_arrays)
-        return {k: np.array(v) for k, v in global_arrays.items()}, len(codec.encode(global_arrays, encoding="float32", kind="full"))
+        full_bytes = len(codec.encode(global_arrays, encoding="float32", kind="full"))
+        return {k: np.array(v) for k, v in global_arrays.items()}, full_bytes
 
 
 # ---------------------------------------------------------------- orchestration and the report
@@ -263,9 +264,9 @@ def render(args: argparse.Namespace, results: dict[str, list[dict]]) -> str:
         ])
     arch = args.arch or TASKS[args.task][0]
     summary = table(
-        ["encoding", "download", "error feedback", "bytes per update", f"smaller than raw float32 ({mb(raw)})", f"accuracy after round {reached} (%)",
-         "vs float32 (points)", f"mean of last {tail} rounds (%)", "vs float32 (points)",
-         "bytes up (total)", "bytes down (total)", "seconds"],
+        ["encoding", "download", "error feedback", "bytes per update", f"smaller than raw float32 ({mb(raw)})",
+         f"accuracy after round {reached} (%)", "vs float32 (points)", f"mean of last {tail} rounds (%)",
+         "vs float32 (points)", "bytes up (total)", "bytes down (total)", "seconds"],
         rows,
     )
     per_round = table(

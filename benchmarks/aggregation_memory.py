@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-import report  # noqa: F401  (puts the repo on sys.path)
 from report import mb, table, write
 
 
@@ -47,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     from fedcore.state import state_to_arrays
 
     info = DATASETS[args.dataset]
-    model = build_model(args.arch, in_channels=info.in_channels, num_classes=info.num_classes, image_size=info.image_size, seed=0)
+    model = build_model(args.arch, in_channels=info.in_channels, num_classes=info.num_classes,
+                        image_size=info.image_size, seed=0)
     base = state_to_arrays(model)
     del model
     model_bytes = codec.float32_size(codec.manifest_of(base))

@@ -15,6 +15,7 @@ Pickle appears here only to measure the prototype; product code never unpickles.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pickle
 import statistics
@@ -25,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-import report  # noqa: F401  (puts the repo on sys.path)
 from report import REPO, mb, table, write
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-subset.npz"
@@ -212,7 +212,7 @@ def measure(arrays: dict[str, np.ndarray], ways: dict[str, Codec | None], repeat
         enc, dec = way
         n = 1 if name == "JSON" else repeats  # JSON takes tens of seconds a run: once is enough
         enc_s, blob = median_seconds(enc, n)
-        dec_s, decoded = median_seconds(lambda: dec(blob), n)
+        dec_s, decoded = median_seconds(functools.partial(dec, blob), n)
         rows.append({"name": name, "bytes": len(blob), "encode": enc_s, "decode": dec_s,
                      "error": relative_error(arrays, decoded), "runs": n,
                      "weight_error": relative_error(arrays, decoded, min_ndim=2)})
@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         "the first figure). The errors of int4 and top-k are the loss of *one* round: error feedback "
         "(fedcore.feedback) sends what they drop in the next rounds, see accuracy_cost_*.md."
     )
-    write(args.name, "Wire size, speed and error of each encoding", intro + "\n\n" + "\n\n".join(sections), out_dir=args.out_dir)
+    write(args.name, "Wire size, speed and error of each encoding", intro + "\n\n" + "\n\n".join(sections),
+          out_dir=args.out_dir)
     return 0
 
 

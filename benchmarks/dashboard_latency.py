@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-import report  # noqa: F401  (puts the repo on sys.path)
-from report import REPO, table, write
+from report import REPO, load_file, table, write
 
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-from processes import OPERATOR, Server  # noqa: E402
+# The real-process harness lives with the end-to-end tests; share it rather than copy it.
+processes = load_file(REPO / "tests" / "e2e" / "processes.py", "processes")
+OPERATOR, Server = processes.OPERATOR, processes.Server
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [

@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import report  # noqa: F401  (puts the repository on sys.path)
 from grids import GRIDS, Grid, expand, label
 from report import REPO, RESULTS, commit, command, machine, stop_processes
 
@@ -149,8 +148,9 @@ class Platform:
             self.port = sock.getsockname()[1]
         self.url, self.workdir, self.procs = f"http://127.0.0.1:{self.port}", workdir, []
         self.env = {
-            **os.environ, "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}", "FEDPLATFORM_MEDIA_ROOT": str(workdir / "media"),
-            "FEDPLATFORM_QUEUE_FILE": str(workdir / "queue.sqlite3"), "SECRET_KEY": "experiments", "PYTHONUNBUFFERED": "1",
+            **os.environ, "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            "FEDPLATFORM_MEDIA_ROOT": str(workdir / "media"), "FEDPLATFORM_QUEUE_FILE": str(workdir / "queue.sqlite3"),
+            "SECRET_KEY": "experiments", "PYTHONUNBUFFERED": "1",
             "DJANGO_SUPERUSER_USERNAME": self.OPERATOR[0], "DJANGO_SUPERUSER_PASSWORD": self.OPERATOR[1],
             "DJANGO_SUPERUSER_EMAIL": "experiments@example.com", **env,
         }
@@ -159,7 +159,8 @@ class Platform:
         import requests
 
         for args in (["migrate", "--verbosity", "0"], ["createsuperuser", "--noinput"]):
-            subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env, check=True, capture_output=True)
+            subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env, check=True,
+                           capture_output=True)
         self.spawn("server", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"])
         self.spawn("engine", [sys.executable, "manage.py", "engine"])
         self.api = requests.Session()
@@ -299,7 +300,7 @@ def run_grid(args: argparse.Namespace, argv: list[str]) -> int:
     stamp = {"command": command(), "commit": commit(), "machine": machine()}
     parts = Path(tempfile.mkdtemp(prefix=f"experiments-{grid.name}-"))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+           "PYTHONUNBUFFERED": "1"}
     target = args.out or EXPERIMENTS / f"{grid.name}.jsonl"
     queue, running, failed = list(enumerate(jobs)), [], 0
     print(f"{grid.name}: {len(jobs)} job(s), {args.jobs} at a time; rows go to {target}", flush=True)
@@ -307,7 +308,8 @@ def run_grid(args: argparse.Namespace, argv: list[str]) -> int:
         while queue and len(running) < args.jobs:
             index, job = queue.pop(0)
             job = {**job, **stamp, "sink": str(parts / f"{index}.jsonl")}
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--threads", str(args.threads), "--child", json.dumps(job)]
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--threads", str(args.threads),
+                   "--child", json.dumps(job)]
             running.append((job, subprocess.Popen(cmd, env=env, cwd=REPO)))
         time.sleep(1)
         for job, proc in list(running):
@@ -344,7 +346,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     r.add_argument("grid", choices=sorted(GRIDS))
     r.add_argument("--backend", choices=("sim", "real"), default="sim")
     r.add_argument("--cross-check", action="store_true", help="only the grid's cross-check configuration")
-    r.add_argument("--only", nargs="+", help="only configurations whose label has every word of one of these (e.g. 'K=5 iid')")
+    r.add_argument("--only", nargs="+",
+                   help="only configurations whose label has every word of one of these (e.g. 'K=5 iid')")
     r.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], help="override the seeds: 0,1,2")
     r.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)), help="jobs at once")
     r.add_argument("--set", nargs="+", type=_setting, metavar="KEY=JSON",

@@ -48,7 +48,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import report  # noqa: F401  (puts the repo on sys.path)
 from report import REPO, RESULTS, mb, table, write
 
 FLOWER_VERSION = "1.42.0"
@@ -135,7 +134,8 @@ def spawn(argv: list[str], *, log: Path, env: dict[str, str]) -> subprocess.Pope
     # A session of its own: stopping it also stops the processes it starts (Flower's SuperExec
     # and its ServerApp/ClientApp processes).
     return subprocess.Popen(
-        [str(a) for a in argv], cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+        [str(a) for a in argv], cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -213,7 +213,8 @@ def new_model(work: Workload | None = None):
 
     info = DATASETS["cifar10"]
     seed = None if work is None else work.seed  # fedplatform's initial version is built with the run's seed
-    return build_model("cnn", in_channels=info.in_channels, num_classes=info.num_classes, image_size=info.image_size, seed=seed)
+    return build_model("cnn", in_channels=info.in_channels, num_classes=info.num_classes,
+                       image_size=info.image_size, seed=seed)
 
 
 def device_fit(work: Workload, partition: int, base: dict, server_round: int) -> tuple[dict, dict]:
@@ -386,7 +387,8 @@ def _fedplatform_rows(rounds: list[dict]) -> list[dict]:
             "round": r["number"],
             "bytes_down": int(m["bytes_down"]),
             "bytes_up": int(m["bytes_up"]),
-            "client_seconds": round(max(u["metrics"].get("eval_seconds", 0) + u["metrics"]["train_seconds"] for u in updates), 3),
+            "client_seconds": round(
+                max(u["metrics"].get("eval_seconds", 0) + u["metrics"]["train_seconds"] for u in updates), 3),
             "download_seconds": round(max(u["metrics"].get("download_seconds", 0) for u in updates), 3),
             # From the round's last accepted upload to the new version's commit: the engine's share.
             "close_seconds": round(_timestamp(r["closed_at"]) - max(_timestamp(u["received_at"]) for u in updates), 3),
@@ -468,7 +470,8 @@ def flower_server_app():
             row = self.rows[server_round]
             row["bytes_up"] = sum(m.content["arrays"].count_bytes() for m in ok)
             row["client_seconds"] = round(max(float(m.content["metrics"]["client-seconds"]) for m in ok), 3)
-            row["process_start_seconds"] = round(max(float(m.content["metrics"]["process-start-seconds"]) for m in ok), 3)
+            row["process_start_seconds"] = round(
+                max(float(m.content["metrics"]["process-start-seconds"]) for m in ok), 3)
             result = super().aggregate_train(server_round, replies)
             row["ended"] = time.time()
             return result
@@ -552,7 +555,8 @@ def write_flower_app(folder: Path, work: Workload, out: Path) -> Path:
         f"[project]\nname = \"{APP_PACKAGE.replace('_', '-')}\"\nversion = \"1.0.0\"\ndependencies = []\n\n"
         "[tool.hatch.build.targets.wheel]\npackages = [\".\"]\n\n"
         "[tool.flwr.app]\npublisher = \"fedplatform-benchmarks\"\n\n"
-        f"[tool.flwr.app.components]\nserverapp = \"{APP_PACKAGE}.apps:server\"\nclientapp = \"{APP_PACKAGE}.apps:client\"\n\n"
+        f"[tool.flwr.app.components]\nserverapp = \"{APP_PACKAGE}.apps:server\"\n"
+        f"clientapp = \"{APP_PACKAGE}.apps:client\"\n\n"
         "[tool.flwr.app.config]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in config.items())
     )
     return app
@@ -674,13 +678,16 @@ def run_flower_legacy(python: Path, work: Workload, *, max_seconds: float) -> li
         procs.append(server)
         wait_for_port(port, timeout=120, procs=procs)
         for i in range(work.clients):
-            procs.append(spawn([python, me, "_legacy-client", work.to_json(), port, i], log=folder / f"client-{i}.log", env=env))
+            procs.append(spawn([python, me, "_legacy-client", work.to_json(), port, i], log=folder / f"client-{i}.log",
+                               env=env))
         try:
             code = server.wait(timeout=max_seconds)
         except subprocess.TimeoutExpired as exc:
-            raise RuntimeError(f"Flower's legacy server did not finish in {max_seconds:.0f} s:\n{tail(folder / 'server.log')}") from exc
+            log = tail(folder / "server.log")
+            raise RuntimeError(f"Flower's legacy server did not finish in {max_seconds:.0f} s:\n{log}") from exc
         if code != 0 or not out.exists():
-            raise RuntimeError(f"Flower's legacy server exited with {code}:\n{tail(folder / 'server.log')}\n{tail(folder / 'client-0.log')}")
+            raise RuntimeError(f"Flower's legacy server exited with {code}:\n{tail(folder / 'server.log')}\n"
+                               f"{tail(folder / 'client-0.log')}")
         return _flower_rows("Flower (legacy API)", out)
     finally:
         stop_all(procs)
@@ -739,7 +746,8 @@ def render(work: Workload, results: dict[str, list[dict]], flower_version: str) 
         time_ratio = ours["wall"] / s["wall"]
         verdict = "met" if time_ratio <= TARGET_TIME_RATIO else "NOT met"
         ratio_lines.append(
-            f"- fedplatform / {system}: median round time **{time_ratio:.3f}** (target <= {TARGET_TIME_RATIO}: {verdict}); "
+            f"- fedplatform / {system}: median round time **{time_ratio:.3f}** "
+            f"(target <= {TARGET_TIME_RATIO}: {verdict}); "
             f"bytes per round **{ours['total'] / s['total']:.3f}** (down {ours['down'] / s['down']:.3f}, "
             f"up {ours['up'] / s['up']:.3f}); final accuracy {ours['accuracy'] - s['accuracy']:+.4f}."
         )
@@ -768,7 +776,8 @@ def render(work: Workload, results: dict[str, list[dict]], flower_version: str) 
         "FedAvg, the global model tested in the round loop (`evaluate_fn`), as Flower runs it; `deployment` is a "
         "SuperLink and SuperNodes (`flwr run`), `legacy API` is `start_server`/`start_client`. fedplatform with the "
         f"product's wire defaults (uploads {fed[-1]['upload_encoding']} with error feedback, downloads lossless "
-        "float32, or the delta from the version a device holds); its engine tests each version beside the next round.\n\n"
+        "float32, or the delta from the version a device holds); its engine tests each version beside the next "
+        "round.\n\n"
         "Round wall time runs from one global model to the next, everything included; device work is the slowest "
         "device's evaluation + training as it reported them; overhead is the difference. Bytes are model payload per "
         "round, all devices together (codec bodies / serialised arrays; protocol framing not counted).\n\n"

@@ -16,7 +16,6 @@ import re
 import sys
 from pathlib import Path
 
-import report  # noqa: F401  (puts the repository on sys.path)
 from report import RESULTS
 
 EXPERIMENTS = RESULTS / "experiments"

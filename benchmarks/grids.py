@@ -90,7 +90,8 @@ def expand(grid: Grid) -> list[tuple[dict, tuple[int, ...]]]:
         seeds = tuple(entry.pop("seeds", grid.seeds))
         config = {**grid.base, **entry}
         if config["centralized"]:
-            config.update(clients=1, partition="iid", alpha=None, upload_encoding="float32", strategy="fedavg", strategy_config={})
+            config.update(clients=1, partition="iid", alpha=None, upload_encoding="float32", strategy="fedavg",
+                          strategy_config={})
         out.append((config, seeds))
     return out
 

@@ -33,7 +33,6 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-import report  # noqa: F401  (puts the repo on sys.path)
 from report import REPO, stop_processes, table, write
 
 PG_ADMIN = os.environ.get("FEDPLATFORM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -69,7 +68,8 @@ def server_command(server: str, port: int) -> list[str]:
     """One server process on 127.0.0.1:port, as the README's production section runs it."""
     bindir = Path(sys.executable).parent
     if server == "daphne":
-        return [str(bindir / "daphne"), "-e", f"tcp:{port}:interface=127.0.0.1:backlog=4096", "fedplatform.asgi:application"]
+        return [str(bindir / "daphne"), "-e", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
+                "fedplatform.asgi:application"]
     return [str(bindir / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--backlog", "4096",
             "--no-access-log", "--log-level", "warning", "fedplatform.asgi:application"]
 
@@ -145,7 +145,8 @@ class Platform:
             self.servers.append((f"http://127.0.0.1:{port}", proc))
         for i in range(self.args.engines):
             log = (self.workdir / f"engine-{i}.log").open("ab")
-            self.procs.append(subprocess.Popen([sys.executable, "manage.py", "engine"], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT))
+            self.procs.append(subprocess.Popen([sys.executable, "manage.py", "engine"], cwd=REPO, env=self.env,
+                                               stdout=log, stderr=subprocess.STDOUT))
         import requests
 
         for url, _ in self.servers:
@@ -175,7 +176,8 @@ class Platform:
         import psycopg
 
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (self.pg_name,)).fetchone()[0]
+            query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+            return admin.execute(query, (self.pg_name,)).fetchone()[0]
 
     def stop(self) -> None:
         stop_processes(self.procs, timeout=15)
@@ -246,13 +248,16 @@ def _synthetic_body(base_version: int, cache: dict) -> bytes:
     return cache[base_version]
 
 
-async def device_loop(http, url: str, run: dict, index: int, args, stats: Stats, done: asyncio.Event, bodies: dict) -> None:
+async def device_loop(
+    http, url: str, run: dict, index: int, args, stats: Stats, done: asyncio.Event, bodies: dict,
+) -> None:
     import aiohttp
 
     low, high = (float(x) for x in args.train_seconds.split(","))
     await asyncio.sleep(index / args.join_rate)  # devices join over time, not all in one instant
     t0 = time.monotonic()
-    async with http.post(f"{url}/api/v1/clients/", json={"name": f"sim-{index}", "run": run["id"], "num_examples": 100}) as r:
+    registration = {"name": f"sim-{index}", "run": run["id"], "num_examples": 100}
+    async with http.post(f"{url}/api/v1/clients/", json=registration) as r:
         stats.latency["register"].append(time.monotonic() - t0)
         if r.status != 201:
             stats.error("register", f"{r.status} {await r.text()}")
@@ -264,7 +269,8 @@ async def device_loop(http, url: str, run: dict, index: int, args, stats: Stats,
     while not done.is_set():
         t0 = time.monotonic()
         try:
-            async with http.get(f"{base}/task/?wait={args.wait}", headers=auth, timeout=aiohttp.ClientTimeout(total=args.wait + 60)) as r:
+            async with http.get(f"{base}/task/?wait={args.wait}", headers=auth,
+                                timeout=aiohttp.ClientTimeout(total=args.wait + 60)) as r:
                 body = await r.read()
                 now = time.monotonic()
                 held = float(r.headers.get("X-Poll-Held", "0") or 0)
@@ -304,7 +310,8 @@ async def device_loop(http, url: str, run: dict, index: int, args, stats: Stats,
         while time.monotonic() < train_until:
             await asyncio.sleep(min(5.0, max(0.0, train_until - time.monotonic())))
             t0 = time.monotonic()
-            async with http.post(f"{base}/heartbeat/", headers=auth, json={"progress": 0.5, "round": task["round"]}) as r:
+            beat = {"progress": 0.5, "round": task["round"]}
+            async with http.post(f"{base}/heartbeat/", headers=auth, json=beat) as r:
                 stats.latency["heartbeat"].append(time.monotonic() - t0)
                 if r.status != 200:
                     stats.error("heartbeat", f"{r.status}")
@@ -369,8 +376,9 @@ async def drive(args, platform: Platform) -> tuple[Stats, dict]:
             async with http.get(f"{first}/api/v1/runs/{run['id']}/", headers=session) as r:
                 state = await r.json()
             if int(time.monotonic() - started) % 10 < 2:
-                print(f"[{time.monotonic() - started:5.0f} s] run {state['status']}, {state['completed_rounds']} round(s) done, "
-                      f"{len(stats.latency['register'])} registered, {sum(stats.errors.values())} errors", file=sys.stderr)
+                print(f"[{time.monotonic() - started:5.0f} s] run {state['status']}, "
+                      f"{state['completed_rounds']} round(s) done, {len(stats.latency['register'])} registered, "
+                      f"{sum(stats.errors.values())} errors", file=sys.stderr)
             if state["status"] in ("finished", "stopped", "failed"):
                 finished = True
                 break
@@ -414,7 +422,8 @@ def main(argv: list[str] | None = None) -> None:
         previous_ack = stats.last_ack.get(number - 1)
         if previous_ack and number - 1 in closed:
             overhead_rows.append([
-                f"{number - 1} -> {number}", f"{min(times) - previous_ack:.3f}", f"{_pct(times, 99) - previous_ack:.3f}",
+                f"{number - 1} -> {number}", f"{min(times) - previous_ack:.3f}",
+                f"{_pct(times, 99) - previous_ack:.3f}",
                 closed[number - 1]["metrics"].get("aggregation_seconds"),
             ])
     backend = f"{args.database}{' + Redis' if args.redis else ''}"
@@ -424,7 +433,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{backend}; {args.arch} on {args.dataset}, {summary['per_round']} clients per round, "
         f"{args.rounds} rounds, long-poll wait {args.wait} s, simulated training {args.train_seconds} s. "
         f"Run {'finished' if summary['finished'] else 'DID NOT FINISH'} in {summary['wall']:.0f} s.\n\n"
-        f"Model downloads: {len(stats.bytes_down)}, median {_pct(stats.bytes_down, 50) / 1e6 if stats.bytes_down else 0:.2f} MB "
+        f"Model downloads: {len(stats.bytes_down)}, median "
+        f"{_pct(stats.bytes_down, 50) / 1e6 if stats.bytes_down else 0:.2f} MB "
         "(a device sends the version it holds, as the worker does: the first download is the snapshot, later ones "
         "the broadcast delta).\n\n"
         f"Server CPU over the run: {cpu}. Peak database connections: "
@@ -439,7 +449,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     if stats.error_examples:
         body += "\n\nErrors seen:\n\n" + "\n".join(f"- {e}" for e in stats.error_examples)
-    name = args.name or f"load_{args.arch}_{args.devices}dev_{args.servers}srv_{args.database}{'_redis' if args.redis else ''}"
+    redis = "_redis" if args.redis else ""
+    name = args.name or f"load_{args.arch}_{args.devices}dev_{args.servers}srv_{args.database}{redis}"
     write(name, f"Load: {args.devices} devices, {args.servers} server(s), {backend}", body)
 
 

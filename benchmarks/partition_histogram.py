@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-import report  # noqa: F401  (puts the repository on sys.path)
 from report import RESULTS, table
 
 
@@ -78,7 +77,8 @@ def draw(counts: np.ndarray, classes: list[str], title: str, path: Path) -> None
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     counts, classes = histogram(args)
-    name = f"{args.dataset} {args.partition}" + (f" alpha={args.alpha:g}" if args.partition in ("dirichlet", "quantity") else "")
+    alpha = f" alpha={args.alpha:g}" if args.partition in ("dirichlet", "quantity") else ""
+    name = f"{args.dataset} {args.partition}{alpha}"
     title = f"{name}, {args.clients} clients, seed {args.seed}"
     rows = [[str(i), str(int(row.sum())), *[str(int(c)) for c in row]] for i, row in enumerate(counts)]
     print(title + "\n")

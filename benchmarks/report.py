@@ -1,17 +1,31 @@
 """What every benchmark prints and writes: a markdown table, the command and the machine."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import shlex
 import sys
 from pathlib import Path
+from types import ModuleType
 
+# The benchmarks are scripts (`python benchmarks/x.py`): Python puts this folder on sys.path, so they
+# import each other by name, and the project's packages come from its installation (bin/setup).
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
-if str(REPO) not in sys.path:  # scripts run as `python benchmarks/x.py` from anywhere
-    sys.path.insert(0, str(REPO))
+
+def load_file(path: Path, name: str) -> ModuleType:
+    """The module in ``path``, imported as ``name``: a file that is neither installed nor in this folder
+    (the tutorial's task, the end-to-end tests' process helpers). Only that file is imported, so no
+    other module of its folder can shadow one of this folder's, or the other way round."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as an import does: what imports it by name later gets this module
+    spec.loader.exec_module(module)
+    return module
 
 
 def machine() -> str:
@@ -39,10 +53,13 @@ def commit() -> str:
     import subprocess
 
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.strip()
         # Results written by earlier benchmarks are outputs, not a change to the code measured.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
-                               cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
+            cwd=REPO, capture_output=True, text=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{sha} (with uncommitted changes)" if dirty else sha

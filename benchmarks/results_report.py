@@ -16,7 +16,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import report  # noqa: F401  (puts the repository on sys.path)
 from grids import GRIDS, PARTITIONS, Grid, expand, label
 from report import REPO, RESULTS, table
 
@@ -55,10 +54,12 @@ class Series:
 
     def tail(self) -> list[float]:
         start = max(0, self.rounds - TAIL)
-        return [100 * statistics.fmean(r["test_accuracy"] for r in rows[start:self.rounds]) for rows in self.by_seed.values()]
+        return [100 * statistics.fmean(r["test_accuracy"] for r in rows[start:self.rounds])
+                for rows in self.by_seed.values()]
 
     def curve(self) -> list[float]:
-        return [100 * statistics.fmean(rows[i]["test_accuracy"] for rows in self.by_seed.values()) for i in range(self.rounds)]
+        return [100 * statistics.fmean(rows[i]["test_accuracy"] for rows in self.by_seed.values())
+                for i in range(self.rounds)]
 
     def rounds_to(self, accuracy: float) -> str:
         reached = []
@@ -75,7 +76,8 @@ def validation(s: "Series") -> float:
     """Mean over seeds of the last rounds' accuracy on the devices' held-out splits (never the test split)."""
     scores = []
     for rows in s.by_seed.values():
-        held_out = [r["federated_accuracy"] for r in rows[max(0, s.rounds - TAIL):s.rounds] if r.get("federated_accuracy") is not None]
+        held_out = [r["federated_accuracy"] for r in rows[max(0, s.rounds - TAIL):s.rounds]
+                    if r.get("federated_accuracy") is not None]
         if held_out:
             scores.append(statistics.fmean(held_out))
     return 100 * statistics.fmean(scores) if scores else float("nan")
@@ -95,7 +97,8 @@ def central_lines(series: dict[str, "Series"], chosen: str | None) -> list[str]:
             for k in sorted((k for k in series if k.startswith("centralized")), key=lambda k: -validation(series[k]))]
     return ["The centralized baseline at each candidate learning rate; the one with the best accuracy on "
             "the held-out split (the last rounds' mean) is the baseline:", "",
-            table(["configuration", "seeds", f"held-out, last {TAIL} (%)", "test, final round (%)", f"test, last {TAIL} (%)"], rows), ""]
+            table(["configuration", "seeds", f"held-out, last {TAIL} (%)", "test, final round (%)",
+                   f"test, last {TAIL} (%)"], rows), ""]
 
 
 def spread(values: list[float]) -> str:
@@ -138,7 +141,8 @@ def plot(grid: Grid, series: dict[str, Series], order: list[str], name: str, tit
             continue
         s = series[key]
         style = {"color": "black", "linestyle": "--", "linewidth": 2} if key.startswith("centralized") else {}
-        ax.plot(range(1, s.rounds + 1), s.curve(), label=f"{key} ({len(s.seeds)} seed{'s' if len(s.seeds) > 1 else ''})", **style)
+        plural = "s" if len(s.seeds) > 1 else ""
+        ax.plot(range(1, s.rounds + 1), s.curve(), label=f"{key} ({len(s.seeds)} seed{plural})", **style)
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=10)
@@ -159,12 +163,14 @@ def prototype_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
     base = grid.base
     lines = [f"## {grid.title}", "",
              f"{base['arch']} on {base['dataset']}, {base['rounds']} rounds of {base['local_epochs']} local epoch(s), "
-             f"batch {base['batch_size']}, lr {base['lr']}, momentum {base['momentum']}, uploads {base['upload_encoding']} "
+             f"batch {base['batch_size']}, lr {base['lr']}, momentum {base['momentum']}, "
+             f"uploads {base['upload_encoding']} "
              "with error feedback, FedAvg, every client in every round. Test accuracy (%) of the global model: "
              f"final round / mean of the last {TAIL} rounds (mean ± sd over seeds where there are several).", ""]
     headline = {}
     if central:
-        lines.append(f"Centralized ({central_key}; same model, data and {base['rounds'] * base['local_epochs']} epochs, "
+        lines.append(f"Centralized ({central_key}; same model, data and "
+                     f"{base['rounds'] * base['local_epochs']} epochs, "
                      f"same training code, {len(central.seeds)} seeds): final {spread(central.final())}, "
                      f"last {TAIL} {spread(central.tail())}.")
         lines.append("")
@@ -191,14 +197,16 @@ def prototype_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
         gap = mean(iid5.tail()) - mean(central.tail())
         final_gap = mean(iid5.final()) - mean(central.final())
         verdict = "met" if abs(gap) <= HEADLINE_GAP and abs(final_gap) <= HEADLINE_GAP else "not met"
-        headline = {"grid": grid.name, "iid5": iid5, "central": central, "gap": gap, "final_gap": final_gap, "verdict": verdict}
+        headline = {"grid": grid.name, "iid5": iid5, "central": central, "gap": gap, "final_gap": final_gap,
+                    "verdict": verdict}
         lines += [f"**IID at K = 5 against centralized** ({len(iid5.seeds)} and {len(central.seeds)} seeds): "
                   f"{final_gap:+.2f} points at the final round, {gap:+.2f} on the mean of the last {TAIL}; "
                   f"target within {HEADLINE_GAP:g} points: **{verdict}**.", ""]
     order = [central_key, *[label({**base, "clients": k, "partition": p, "alpha": a, "centralized": False})
                             for k in (2, 3, 5, 10) for p, a in PARTITIONS]]
     for clients in (5, 10):
-        keys = [central_key, *[label({**base, "clients": clients, "partition": p, "alpha": a, "centralized": False}) for p, a in PARTITIONS]]
+        keys = [central_key, *[label({**base, "clients": clients, "partition": p, "alpha": a, "centralized": False})
+                               for p, a in PARTITIONS]]
         path = plot(grid, series, keys, f"{grid.name}-K{clients}", f"{grid.title}: K = {clients}")
         lines += [f"![accuracy per round, K = {clients}](results/plots/{path.name})", ""]
     lines += cross_check_section(grid, rows, order)
@@ -215,7 +223,8 @@ def strategies_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
     lines = [f"## {grid.title}", "",
              f"{base['arch']} on {base['dataset']} ({base['train_examples']} training examples), K = {base['clients']} "
              f"clients holding Dirichlet α = {base['alpha']} label-skewed shares, {base['rounds']} rounds of "
-             f"{base['local_epochs']} local epoch(s), lr {base['lr']}, uploads {base['upload_encoding']}; each strategy "
+             f"{base['local_epochs']} local epoch(s), lr {base['lr']}, uploads {base['upload_encoding']}; "
+             "each strategy "
              "with the defaults of the paper that introduced it (no tuning on the test split).", ""]
     body, fedavg_key = [], None
     order = [central_key]
@@ -244,10 +253,12 @@ def strategies_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
             gain = mean(others[best_key].tail()) - mean(fedavg.tail())
             to_central = mean(others[best_key].tail()) - mean(central.tail()) if central else None
             met = gain >= STRATEGY_GAIN or (to_central is not None and to_central >= -STRATEGY_GAIN)
-            headline = {"best": best_key, "gain": gain, "to_central": to_central, "verdict": "met" if met else "not met",
-                        "fedavg": fedavg, "best_series": others[best_key], "central": central}
+            headline = {"best": best_key, "gain": gain, "to_central": to_central,
+                        "verdict": "met" if met else "not met", "fedavg": fedavg, "best_series": others[best_key],
+                        "central": central}
+            against = f", {to_central:+.2f} against centralized" if to_central is not None else ""
             lines += [f"**Best strategy against FedAvg** (mean of the last {TAIL} rounds): {best_key}, "
-                      f"{gain:+.2f} points over FedAvg" + (f", {to_central:+.2f} against centralized" if to_central is not None else "")
+                      f"{gain:+.2f} points over FedAvg" + against
                       + f"; target {STRATEGY_GAIN:g} points above FedAvg or within {STRATEGY_GAIN:g} of centralized: "
                       f"**{headline['verdict']}**.", ""]
     lines += central_lines(series, central_key)
@@ -302,16 +313,18 @@ def render() -> str:
     summary = ["| what | measured | target | verdict |", "|---|---|---|---|"]
     for name, h in headlines.items():
         if "iid5" in h:
-            summary.append(f"| {GRIDS[name].title}: IID K = 5 vs centralized | {h['final_gap']:+.2f} final, {h['gap']:+.2f} last {TAIL} "
-                           f"(points) | within {HEADLINE_GAP:g} | {h['verdict']} |")
+            summary.append(f"| {GRIDS[name].title}: IID K = 5 vs centralized | {h['final_gap']:+.2f} final, "
+                           f"{h['gap']:+.2f} last {TAIL} (points) | within {HEADLINE_GAP:g} | {h['verdict']} |")
         if "best" in h:
             extra = f", {h['to_central']:+.2f} vs centralized" if h["to_central"] is not None else ""
-            summary.append(f"| {GRIDS[name].title}: best strategy ({h['best']}) vs FedAvg | {h['gain']:+.2f}{extra} (points) "
-                           f"| ≥ {STRATEGY_GAIN:g} above FedAvg, or within {STRATEGY_GAIN:g} of centralized | {h['verdict']} |")
-    head = ("# Results\n\nGenerated by `python benchmarks/results_report.py` from `benchmarks/results/experiments/*.jsonl`, "
-            "which `python benchmarks/experiments.py run GRID` writes (one row per configuration, seed and round, with "
-            "the command, commit and machine). Protocol: fixed seeds; each device's held-out split is disjoint from its "
-            "training data and the test split is never used to choose anything; the global model is scored on the test "
+            summary.append(f"| {GRIDS[name].title}: best strategy ({h['best']}) vs FedAvg | "
+                           f"{h['gain']:+.2f}{extra} (points) | ≥ {STRATEGY_GAIN:g} above FedAvg, "
+                           f"or within {STRATEGY_GAIN:g} of centralized | {h['verdict']} |")
+    head = ("# Results\n\nGenerated by `python benchmarks/results_report.py` from "
+            "`benchmarks/results/experiments/*.jsonl`, which `python benchmarks/experiments.py run GRID` writes (one "
+            "row per configuration, seed and round, with the command, commit and machine). Protocol: fixed seeds; "
+            "each device's held-out split is disjoint from its training data and the test split is never used to "
+            "choose anything; the global model is scored on the test "
             "split after every round; tables give the final round and the mean of the last 5 rounds, never the best "
             "round, as mean ± sd over seeds; the centralized baseline is the same model, data and total epochs trained "
             "by the same code (one client holding all the data, float32).\n\n")

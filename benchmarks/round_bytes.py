@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-import report  # noqa: F401  (puts the repo on sys.path)
 from report import REPO, mb, table, write
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-subset.npz"
@@ -83,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             pick = order[seen:seen + per_device]
             seen += per_device
             tx, ty = to_tensors(x[pick], y[pick], info)
-            train(model, tx, ty, epochs=1, batch_size=args.batch_size, lr=args.lr, device="cpu", seed=rnd * 100 + device)
+            train(model, tx, ty, epochs=1, batch_size=args.batch_size, lr=args.lr, device="cpu",
+                  seed=rnd * 100 + device)
             delta = {k: np.asarray(v) for k, v in subtract(state_to_arrays(model), held).items()}
             pending = feedback[device].encode(delta, encoding=args.upload, base_version=rnd - 1, exact=buffers)
             feedback[device].commit(pending)

@@ -76,7 +76,8 @@ def runs_by_seed(paths: list[Path]) -> dict[str, list[dict]]:
         found = re.search(r"seed(\d+)", path.name)
         for record in _records(path):
             # An experiment's rows carry their seed; accuracy_cost's files name it.
-            key = f"seed {record['seed']}" if "seed" in record else (f"seed {int(found.group(1))}" if found else path.name)
+            named = f"seed {int(found.group(1))}" if found else path.name
+            key = f"seed {record['seed']}" if "seed" in record else named
             merged = runs.setdefault(key, {})
             slot = (record["encoding"], record["round"])
             if slot in merged and merged[slot]["accuracy"] != record["accuracy"]:
@@ -127,7 +128,8 @@ def summarize(runs: dict[str, list[dict]], encodings: list[str], margin: float, 
             finals.append(final_gap)
             tails.append(tail_gap)
             sizes += _by_round(records, encoding, "update_bytes").values()
-            base_down, lossy_down = _by_round(records, "float32", "bytes_down"), _by_round(records, encoding, "bytes_down")
+            base_down = _by_round(records, "float32", "bytes_down")
+            lossy_down = _by_round(records, encoding, "bytes_down")
             if ":down=" in encoding:  # cumulative totals: compare them at the last shared round
                 down_ratios.append(base_down[last] / lossy_down[last])
             rows.append([name, str(last), f"{base:.2f}", f"{lossy:.2f}", f"{final_gap:+.2f}", f"{tail_gap:+.2f}"])
@@ -153,7 +155,8 @@ def summarize(runs: dict[str, list[dict]], encodings: list[str], margin: float, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("records", nargs="+", type=Path,
-                        help="experiment JSONL files (rows carry their seed) or .rounds.jsonl files paired by the seed in their names")
+                        help="experiment JSONL files (rows carry their seed) "
+                             "or .rounds.jsonl files paired by the seed in their names")
     parser.add_argument("--encodings", default="int4", help="comma-separated, each against float32")
     parser.add_argument("--margin", type=float, default=0.5, help="points an encoding may cost")
     parser.add_argument("--task", choices=tuple(TASKS), default="cifar10")

@@ -14,24 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
-from pathlib import Path
 
-import report  # noqa: F401 - puts the project on sys.path
+import numpy as np
+import torch
 
-sys.path.insert(0, str(report.REPO / "examples" / "tabular"))
+import report
+from fedcore import codec
+from fedcore.feedback import ErrorFeedback
+from fedcore.state import buffer_names, load_arrays, state_to_arrays
+from fedcore.strategies import build_strategy
+from fedcore.tasks import DataRequest, DeviceData, TensorSplit, TrainParams, load_task, seeded_model
+from worker.task import Hyperparameters
+from worker.trainer import local_round
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from fedcore import codec  # noqa: E402
-from fedcore.strategies import build_strategy  # noqa: E402
-from fedcore.feedback import ErrorFeedback  # noqa: E402
-from fedcore.state import buffer_names, load_arrays, state_to_arrays  # noqa: E402
-from fedcore.tasks import DataRequest, DeviceData, TensorSplit, TrainParams, load_task, seeded_model  # noqa: E402
-from worker.task import Hyperparameters  # noqa: E402
-from worker.trainer import local_round  # noqa: E402
-
+# The tutorial's file, under the module name its task path uses (a user puts its folder on
+# PYTHONPATH instead). This script's own name is the same, hence a file import, not a path entry.
+report.load_file(report.REPO / "examples" / "tabular" / "tabular_task.py", "tabular_task")
 TASK_PATH = "tabular_task:task"
 CPU = torch.device("cpu")
 
@@ -42,7 +40,9 @@ def _accuracy(task, config, arrays) -> float:
     return task.evaluate(model, task.test_data(config), device=CPU)["accuracy"]
 
 
-def federated(task, config, devices: list[DeviceData], hp: Hyperparameters, rounds: int, seed: int, encoding: str) -> list[float]:
+def federated(
+    task, config, devices: list[DeviceData], hp: Hyperparameters, rounds: int, seed: int, encoding: str,
+) -> list[float]:
     global_model = state_to_arrays(seeded_model(task, config, seed=seed))
     model = seeded_model(task, config, seed=0)
     feedback = [ErrorFeedback() for _ in devices]
@@ -89,8 +89,9 @@ def main() -> None:
     hp = Hyperparameters(args.local_epochs, args.batch_size, args.learning_rate)
     rows, records = [], []
     for seed in range(args.seeds):
-        devices = [task.load_data(config, DataRequest(partition="dirichlet", alpha=args.alpha, num_partitions=args.devices,
-                                                      partition_index=i, seed=seed, eval_fraction=0.1))
+        devices = [task.load_data(config, DataRequest(partition="dirichlet", alpha=args.alpha,
+                                                      num_partitions=args.devices, partition_index=i, seed=seed,
+                                                      eval_fraction=0.1))
                    for i in range(args.devices)]
         curve = federated(task, config, devices, hp, args.rounds, seed, args.encoding)
         central = centralized(task, config, devices, hp, args.rounds * args.local_epochs, seed)
@@ -105,8 +106,10 @@ def main() -> None:
     gaps = [(f - c) * 100 for f, c in zip(final, central)]
     spread = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
     rows.append(["mean", "", f"{np.mean(central):.3f}", f"{np.mean(final):.3f}",
-                 f"{np.mean([r['federated_last5_mean'] for r in records]):.3f}", f"{np.mean(gaps):+.1f} (sd {spread:.1f})"])
-    headers = ["seed", "malignant/rows per device", "centralized", "federated (final round)", "federated (mean of last 5)", "gap, points"]
+                 f"{np.mean([r['federated_last5_mean'] for r in records]):.3f}",
+                 f"{np.mean(gaps):+.1f} (sd {spread:.1f})"])
+    headers = ["seed", "malignant/rows per device", "centralized", "federated (final round)",
+               "federated (mean of last 5)", "gap, points"]
     body = (
         f"{TASK_PATH} ({task.title}); {args.devices} devices, Dirichlet alpha {args.alpha} label skew, "
         f"{args.rounds} rounds x {args.local_epochs} local epoch(s), batch {args.batch_size}, lr {args.learning_rate}, "
@@ -119,7 +122,8 @@ def main() -> None:
     jsonl = report.RESULTS / f"{name}.jsonl"
     with jsonl.open("w") as out:
         for record in records:
-            out.write(json.dumps({"command": report.command(), "commit": report.commit(), **vars(args), **record}) + "\n")
+            row = {"command": report.command(), "commit": report.commit(), **vars(args), **record}
+            out.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,7 @@ class ClientEventInline(admin.TabularInline):
     model = ClientEvent
     extra = 0
     can_delete = False
-    fields = ["at", "from_status", "to_status", "round", "reason", "actor"]
-    readonly_fields = fields
+    fields = readonly_fields = ("at", "from_status", "to_status", "round", "reason", "actor")
     ordering = ["-id"]
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -26,8 +25,7 @@ class ClientUpdateInline(admin.TabularInline):
     model = Update
     extra = 0
     can_delete = False
-    fields = ["round", "num_examples", "bytes_wire", "encoding", "metrics", "received_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("round", "num_examples", "bytes_wire", "encoding", "metrics", "received_at")
     show_change_link = True
     verbose_name_plural = "updates sent"
 
@@ -62,7 +60,8 @@ kick = _action("kick", services.client_kick, "kicked", "Kick selected clients (r
 ban = _action("ban", services.client_ban, "banned", "Kick selected clients and ban their registration addresses")
 approve = _action("approve", services.client_approve, "approved", "Approve selected clients (pending admission)")
 reject = _action("reject", services.client_reject, "rejected", "Reject selected clients (pending admission)")
-revoke = _action("revoke", services.client_revoke, "revoked the tokens of", "Revoke the tokens of selected clients (they leave)")
+revoke = _action("revoke", services.client_revoke, "revoked the tokens of",
+                 "Revoke the tokens of selected clients (they leave)")
 
 
 @admin.register(Client)

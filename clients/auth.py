@@ -7,7 +7,9 @@ from fedplatform.prepared import Prepared
 from .models import Client, ClientStatus, hash_token
 
 # Every device request starts here: compiled once (fedplatform.prepared), about a tenth of the cost.
-_client_by_token_hash = Prepared(lambda token_hash: Client.objects.select_related("run").filter(token_hash=token_hash), str)
+_client_by_token_hash = Prepared(
+    lambda token_hash: Client.objects.select_related("run").filter(token_hash=token_hash), str
+)
 
 
 class ClientTokenAuthentication(authentication.TokenAuthentication):

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -40,7 +41,7 @@ PROGRESS_RESOLUTION = 0.01
 log = logging.getLogger("fedplatform.clients")
 
 # Which moves are legal; anything else is refused, so a late request cannot resurrect a client.
-ALLOWED = {
+ALLOWED: dict[str, set[str]] = {
     ClientStatus.JOIN: {ClientStatus.READY, ClientStatus.TRAINING, ClientStatus.UPDATE},
     ClientStatus.READY: {ClientStatus.TRAINING, ClientStatus.UPDATE},
     ClientStatus.TRAINING: {ClientStatus.FINISH, ClientStatus.READY},
@@ -66,15 +67,19 @@ def client_snapshot(client: Client) -> dict:
 
 
 # The statements of every device's status changes and liveness, compiled once (fedplatform.prepared).
-_move = PreparedUpdate(lambda pk, current, to: (Client.objects.filter(pk=pk, status=current), {"status": to}), int, str, str)
+_move = PreparedUpdate(
+    lambda pk, current, to: (Client.objects.filter(pk=pk, status=current), {"status": to}), int, str, str
+)
 _move_and_reset_progress = PreparedUpdate(
-    lambda pk, current, to: (Client.objects.filter(pk=pk, status=current), {"status": to, "progress": 0.0}), int, str, str
+    lambda pk, current, to: (Client.objects.filter(pk=pk, status=current), {"status": to, "progress": 0.0}),
+    int, str, str,
 )
 _new_event = PreparedInsert(ClientEvent)
 _seen = PreparedUpdate(lambda pk, at: (Client.objects.filter(pk=pk), {"last_seen": at}), int, datetime)
 _progressed = PreparedUpdate(lambda pk, progress: (Client.objects.filter(pk=pk), {"progress": progress}), int, float)
 _seen_and_progressed = PreparedUpdate(
-    lambda pk, at, progress: (Client.objects.filter(pk=pk), {"last_seen": at, "progress": progress}), int, datetime, float
+    lambda pk, at, progress: (Client.objects.filter(pk=pk), {"last_seen": at, "progress": progress}),
+    int, datetime, float,
 )
 _first_poll = PreparedUpdate(
     lambda pk, at: (Client.objects.filter(pk=pk, polled_at__isnull=True), {"polled_at": at}), int, datetime
@@ -90,12 +95,13 @@ def client_transition(
     The conditional UPDATE makes the check and the write one step, safe across processes.
     Returns whether the client moved; ``client`` holds its status afterwards either way.
     """
-    changes: dict = {"status": to}
+    changes: dict[str, Any] = {"status": to}
     if to != ClientStatus.TRAINING:
         changes["progress"] = 0.0
     with transaction.atomic():
         # Guess the status this object holds; only when another request moved it first is it read.
-        current, moved = client.status, 0
+        current: str | None = client.status
+        moved = 0
         for attempt in range(2):
             if current is None or current == to:
                 break
@@ -108,7 +114,7 @@ def client_transition(
             if moved or attempt:
                 break
             current = Client.objects.filter(pk=client.pk).values_list("status", flat=True).first()
-        if not moved:
+        if not moved or current is None:  # (a move always starts from a known status)
             client.refresh_from_db()
             return False
         _new_event.create(
@@ -163,7 +169,8 @@ def client_register(
             registered_from=address,
         )
         reason = "registered, waiting for approval" if admission == Admission.PENDING else "registered"
-        _new_event.create(client=client, from_status=ClientStatus.JOIN, to_status=ClientStatus.JOIN, reason=reason)
+        ClientEvent.objects.create(client=client, from_status=ClientStatus.JOIN, to_status=ClientStatus.JOIN,
+                                   reason=reason)
         emit("client.status", client_snapshot(client))
     # No round can select it before its first poll (ClientQuerySet.selectable): that poll, not
     # the registration, asks the engine for a round.
@@ -177,7 +184,8 @@ def client_polled(*, client: Client) -> None:
     now = timezone.now()
     with transaction.atomic():
         # A client that just joined becomes ready on this poll, and that move announces it.
-        if _first_poll.run(client.pk, now) and client.status == ClientStatus.READY and client.admission == Admission.APPROVED:
+        first = _first_poll.run(client.pk, now)
+        if first and client.status == ClientStatus.READY and client.admission == Admission.APPROVED:
             client_available.send(sender=Client, client=client)
     client.polled_at = now
 
@@ -189,7 +197,8 @@ def client_rotate_token(*, client: Client) -> str:
     with transaction.atomic():
         if not Client.objects.filter(pk=client.pk, token_hash=client.token_hash).update(token_hash=hash_token(token)):
             raise Conflict("the token was rotated or revoked meanwhile", "token_changed")
-        ClientEvent.objects.create(client=client, from_status=client.status, to_status=client.status, reason="token rotated")
+        ClientEvent.objects.create(client=client, from_status=client.status, to_status=client.status,
+                                   reason="token rotated")
     client.token_hash = hash_token(token)
     return token
 
@@ -199,7 +208,8 @@ def client_revoke(*, client: Client, actor: str) -> None:
     and the client leaves its run. The device may register again, unless banned."""
     with transaction.atomic():
         Client.objects.filter(pk=client.pk).update(token_hash=unusable_token_hash())
-        audit_record(actor=actor, action="client.revoke", target_type="client", target_id=client.pk, run_id=client.run_id)
+        audit_record(actor=actor, action="client.revoke", target_type="client", target_id=client.pk,
+                     run_id=client.run_id)
         client_transition(client=client, to=ClientStatus.LEFT, reason="token revoked by operator", actor=actor)
 
 
@@ -212,7 +222,8 @@ def client_approve(*, client: Client, actor: str) -> None:
         client.refresh_from_db()
         ClientEvent.objects.create(client=client, from_status=client.status, to_status=client.status,
                                    reason="approved by operator", actor=actor)
-        audit_record(actor=actor, action="client.approve", target_type="client", target_id=client.pk, run_id=client.run_id)
+        audit_record(actor=actor, action="client.approve", target_type="client", target_id=client.pk,
+                     run_id=client.run_id)
         if client.status in SELECTABLE_STATUSES and client.polled_at is not None:
             client_available.send(sender=Client, client=client)
         emit("client.status", client_snapshot(client))
@@ -246,7 +257,8 @@ def client_seen(*, client: Client, progress: float | None = None) -> bool:
         changes["last_seen"] = now
     if progress is not None:
         progress = max(0.0, min(1.0, float(progress)))
-        if abs(progress - (client.progress or 0.0)) >= PROGRESS_RESOLUTION or (progress == 1.0) != (client.progress == 1.0):
+        moved = abs(progress - (client.progress or 0.0)) >= PROGRESS_RESOLUTION
+        if moved or (progress == 1.0) != (client.progress == 1.0):
             changes["progress"] = progress
     if changes:
         with transaction.atomic():  # a transaction, so SQLite writers queue (fedplatform.sqlite)
@@ -264,7 +276,7 @@ def client_seen(*, client: Client, progress: float | None = None) -> bool:
 
 
 def client_count_bytes(*, client: Client, sent: int = 0, received: int = 0, held_version: int | None = None) -> None:
-    changes = {"bytes_sent": F("bytes_sent") + sent, "bytes_received": F("bytes_received") + received}
+    changes: dict[str, Any] = {"bytes_sent": F("bytes_sent") + sent, "bytes_received": F("bytes_received") + received}
     if held_version is not None:
         changes["held_version"] = held_version
     with transaction.atomic():
@@ -313,7 +325,8 @@ def client_pause(*, client: Client, actor: str) -> None:
     if client.status in GONE_STATUSES:
         raise Conflict(f"client {client.pk} already {client.status}", "client_gone")
     with transaction.atomic():
-        audit_record(actor=actor, action="client.pause", target_type="client", target_id=client.pk, run_id=client.run_id)
+        audit_record(actor=actor, action="client.pause", target_type="client", target_id=client.pk,
+                     run_id=client.run_id)
         client_transition(client=client, to=ClientStatus.PAUSED, reason="paused by operator", actor=actor)
 
 
@@ -321,7 +334,8 @@ def client_resume(*, client: Client, actor: str) -> None:
     if client.status != ClientStatus.PAUSED:
         raise Conflict(f"client {client.pk} is {client.status}, not paused", "not_paused")
     with transaction.atomic():
-        audit_record(actor=actor, action="client.resume", target_type="client", target_id=client.pk, run_id=client.run_id)
+        audit_record(actor=actor, action="client.resume", target_type="client", target_id=client.pk,
+                     run_id=client.run_id)
         client_transition(client=client, to=ClientStatus.READY, reason="resumed by operator", actor=actor)
 
 

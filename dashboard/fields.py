@@ -16,8 +16,9 @@ from rounds.models import TUNABLE_FIELDS, Run
 
 # What the "new run" form asks; everything else keeps the model's default.
 CREATE_FIELDS = (
-    "name", "task", "task_config", "strategy", "strategy_config", "rounds", "min_clients", "clients_per_round", "min_updates",
-    "local_epochs", "batch_size", "learning_rate", "round_timeout", "upload_encoding", "download_encoding",
+    "name", "task", "task_config", "strategy", "strategy_config", "rounds", "min_clients", "clients_per_round",
+    "min_updates", "local_epochs", "batch_size", "learning_rate", "round_timeout", "upload_encoding",
+    "download_encoding",
 )
 # Uploads may use any encoding; downloads the dense ones the broadcast replica takes (rounds.downloads).
 ENCODING_CHOICES = {"upload_encoding": codec.ENCODINGS, "download_encoding": DOWNLOAD_ENCODINGS}
@@ -33,8 +34,15 @@ class FieldSpec:
     choices: tuple[tuple[str, str], ...] = ()
 
 
-def spec(name: str) -> FieldSpec:
+def _column(name: str) -> models.Field:
     field = Run._meta.get_field(name)
+    if not isinstance(field, models.Field):  # a reverse relation: nothing a form could ask
+        raise LookupError(f"Run has no column {name!r}")
+    return field
+
+
+def spec(name: str) -> FieldSpec:
+    field = _column(name)
     label = str(field.verbose_name).replace("_", " ")
     default = field.get_default()
     if name == "task":
@@ -43,16 +51,19 @@ def spec(name: str) -> FieldSpec:
         return FieldSpec(name, label, "choice", str(field.help_text), default, choices)
     if name == "task_config":
         # Prefilled with the default task's settings; the page swaps them when the task changes.
-        return FieldSpec(name, label, "json", "JSON: the task's settings", json.dumps(runtask.describe(Run._meta.get_field("task").get_default())["config_defaults"]))
+        defaults = runtask.describe(Run._meta.get_field("task").get_default())["config_defaults"]
+        return FieldSpec(name, label, "json", "JSON: the task's settings", json.dumps(defaults))
     if name == "strategy_config":
         # The default strategy's parameters; the page swaps them when the strategy changes.
         defaults = validate_strategy(Run._meta.get_field("strategy").get_default())
-        return FieldSpec(name, label, "json", "JSON: the strategy's parameters (clip_norm works with any)", json.dumps(defaults))
+        return FieldSpec(name, label, "json", "JSON: the strategy's parameters (clip_norm works with any)",
+                         json.dumps(defaults))
     if name in ENCODING_CHOICES:
         choices = tuple((e, e) for e in ENCODING_CHOICES[name])
         return FieldSpec(name, label, "choice", str(field.help_text), default, choices)
     if field.choices:
-        return FieldSpec(name, label, "choice", str(field.help_text), default, tuple((str(v), str(t)) for v, t in field.choices))
+        return FieldSpec(name, label, "choice", str(field.help_text), default,
+                         tuple((str(v), str(t)) for v, t in field.choices))
     if isinstance(field, models.BooleanField):
         kind = "bool"
     elif isinstance(field, models.FloatField):

@@ -4,6 +4,7 @@ The page renders from this and then applies websocket events to it in place; a r
 socket fetches it again, so anything an event does not carry is never more than one resync away.
 Read-only: it never changes a row.
 """
+from collections.abc import Mapping
 from typing import Any
 
 from django.utils import timezone
@@ -21,7 +22,7 @@ TIMELINE_ROUNDS = 20
 RUN_LIST_LIMIT = 50
 
 
-def run_list() -> list[dict[str, Any]]:
+def run_list() -> list[Mapping[str, Any]]:
     return list(Run.objects.order_by("-pk").values("id", "name", "status")[:RUN_LIST_LIMIT])
 
 
@@ -104,4 +105,5 @@ def build(run: Run) -> dict[str, Any]:
 
 def empty() -> dict[str, Any]:
     """What the page starts from when no run exists yet."""
-    return {"server_time": timezone.now().isoformat(), "run": None, "config": None, "rounds": [], "clients": [], "runs": run_list()}
+    return {"server_time": timezone.now().isoformat(), "run": None, "config": None, "rounds": [], "clients": [],
+            "runs": run_list()}

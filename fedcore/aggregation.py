@@ -12,7 +12,7 @@ into an accumulator and forgets it, so memory does not grow with the number of u
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -80,7 +80,8 @@ class WeightedMeanAccumulator:
             acc = self._acc.pop(name)  # frees each float64 accumulator as soon as it is converted
             if acc.dtype == object:
                 # floor((2*s + total) / (2*total)) rounds half up without leaving integer arithmetic.
-                out[name] = np.asarray((2 * acc + self.total) // (2 * self.total), dtype=object).astype(self._dtypes[name])
+                rounded = np.asarray((2 * acc + self.total) // (2 * self.total), dtype=object)
+                out[name] = rounded.astype(self._dtypes[name])
             else:
                 out[name] = acc.astype(np.float32)
         return out

@@ -91,7 +91,7 @@ def digest(arrays: Mapping[str, np.ndarray]) -> str:
         a = np.asarray(arrays[name])
         a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
         h.update(f"{name}\0{a.dtype.name}\0{list(a.shape)}\0".encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(a.data.cast("B"))
     return h.hexdigest()
 
 

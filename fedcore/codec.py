@@ -329,7 +329,8 @@ def _encode(
         raise CodecError("bad_argument", f"zstd level must be an int in [-7, 22], got {level!r}")
     _check_kind_and_base(kind, base_version, code="bad_argument")
     if kind == "full" and encoding in DELTA_ONLY_ENCODINGS:
-        raise CodecError("bad_argument", f"{encoding} quantizes updates; full weights need float32, bfloat16 or float16")
+        raise CodecError("bad_argument",
+                         f"{encoding} quantizes updates; full weights need float32, bfloat16 or float16")
     meta = {} if meta is None else meta
     if not isinstance(meta, dict):
         raise CodecError("bad_argument", "meta must be a dict")

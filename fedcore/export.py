@@ -68,6 +68,8 @@ def to_onnx(task: Task, config: Mapping[str, Any], arrays: Mapping[str, np.ndarr
             input_names=_input_names(len(inputs)), output_names=["output"],
             dynamic_shapes=tuple({0: batch} for _ in inputs),
         )
+    if program is None:  # only the legacy exporter (dynamo=False) returns nothing
+        raise RuntimeError("torch.onnx.export returned no program")
     # Weights inline: one self-contained file (protobuf caps it at 2 GB, far above these models).
     return program.model_proto.SerializeToString()
 

@@ -8,7 +8,7 @@ traceback (logger ``django.request``, configured in settings whatever DEBUG says
 """
 from typing import Any
 
-from django.core.exceptions import DisallowedHost, PermissionDenied, RequestDataTooBig
+from django.core.exceptions import BadRequest, DisallowedHost, PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.csrf import csrf_failure as django_csrf_failure
@@ -17,7 +17,7 @@ from rest_framework.response import Response
 
 
 class FedError(Exception):
-    http_status = status.HTTP_400_BAD_REQUEST
+    http_status: int = status.HTTP_400_BAD_REQUEST
     default_code = "invalid"
 
     def __init__(self, detail: str, code: str | None = None):
@@ -115,13 +115,13 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
         detail = f"this server does not answer to the host {host[:200]!r}: add it to the server's ALLOWED_HOSTS"
         return error_response(400, "disallowed_host", detail)
     if _wants_page(request):
-        return defaults.bad_request(request, exception)
+        return defaults.bad_request(request, exception or BadRequest())  # Django always passes one
     return error_response(400, "bad_request", "the request was refused as malformed")
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _wants_page(request):
-        return defaults.permission_denied(request, exception)
+        return defaults.permission_denied(request, exception or PermissionDenied())
     return error_response(403, "forbidden", "you may not do this")
 
 

@@ -119,7 +119,8 @@ class OutboxRelay:
     def _rows_after(last: int) -> list[tuple[int, str, dict]]:
         from .models import OutboxEvent  # noqa: PLC0415
 
-        return list(OutboxEvent.objects.filter(id__gt=last).order_by("id").values_list("id", "kind", "payload")[:RELAY_BATCH])
+        newer = OutboxEvent.objects.filter(id__gt=last).order_by("id")
+        return list(newer.values_list("id", "kind", "payload")[:RELAY_BATCH])
 
     @staticmethod
     def _late_rows(last: int, seen: set[int]) -> list[tuple[int, str, dict]]:
@@ -143,6 +144,9 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         layer = get_channel_layer()
+        if layer is None:  # as _send: with no channel layer there is nobody to tell
+            log.error("no channel layer (CHANNEL_LAYERS): events are not relayed")
+            return
         last = await run_db(self._newest_id)
         seen: dict[int, float] = {}  # ids relayed in the last few seconds, for late commits
         looked_back = time.monotonic()

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -124,7 +125,8 @@ class _NoRequestThread(ASGIHandler):
         limit = await body_limit(scope)
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
-            await send_error(send, 413, "too_large", f"body of {declared} bytes exceeds this request's limit of {limit}")
+            await send_error(send, 413, "too_large",
+                             f"body of {declared} bytes exceeds this request's limit of {limit}")
             return
         try:
             # No ThreadSensitiveContext: no thread per request.
@@ -136,6 +138,7 @@ class _NoRequestThread(ASGIHandler):
     def create_request(self, scope, body_file):
         request, response = super().create_request(scope, body_file)
         if request is None:  # Django's plain-text answers, in the API's shape
+            assert response is not None  # Django answers whenever it makes no request
             if response.status_code == 413:
                 response = error_response(413, "too_large", "the body is too large")
             else:
@@ -166,9 +169,10 @@ class BareASGIHandler(_NoRequestThread):
     pin a held poll to a thread for its whole wait."""
 
     def load_middleware(self, is_async: bool = False) -> None:
-        self._view_middleware = []
-        self._template_response_middleware = []
-        self._exception_middleware = []
+        self._view_middleware: list[Any] = []
+        self._template_response_middleware: list[Any] = []
+        self._exception_middleware: list[Any] = []
         self._middleware_chain = convert_exception_to_response(
-            self._get_response_async if is_async else self._get_response
+            # BaseHandler's own view-calling steps, which django-stubs does not declare.
+            self._get_response_async if is_async else self._get_response  # type: ignore[attr-defined]
         )

@@ -17,14 +17,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
-from django.db import connections
+from django.db import connections, router
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
 from django.db.models.sql import UpdateQuery
 
-M = TypeVar("M")
+M = TypeVar("M", bound=Model)
 
 
 def _marker(kind: type, index: int) -> Any:
@@ -57,6 +57,11 @@ def _slots(params: list | tuple, markers: list, adapters: list) -> list[int | No
     return slots
 
 
+def _fill(slots: list[int | None], constants: list, adapters: list, args: tuple) -> list:
+    """The parameters of one execution: the call's values where the markers were, adapted."""
+    return [constants[i] if slot is None else adapters[slot](args[slot]) for i, slot in enumerate(slots)]
+
+
 class _Compiled:
     def __init__(self, queryset: QuerySet, markers: list, types: tuple) -> None:
         compiler = queryset.query.get_compiler(queryset.db)
@@ -73,11 +78,12 @@ class _Compiled:
         self.start, self.end = fields[0], fields[-1] + 1
         self.model = klass_info["model"]
         self.init_list = [f[0].target.attname for f in select[self.start:self.end]]
-        self.populators = get_related_populators(klass_info, select, self.db)
+        # django-stubs describe a later Django's signature (with fetch_mode); 5.2 takes these three.
+        self.populators = get_related_populators(klass_info, select, self.db)  # type: ignore[call-arg]
         self.converters = compiler.get_converters([s[0] for s in select[: compiler.col_count]])
 
     def params(self, args: tuple) -> list:
-        return [self.constants[i] if slot is None else self.adapters[slot](args[slot]) for i, slot in enumerate(self.slots)]
+        return _fill(self.slots, self.constants, self.adapters, args)
 
 
 class Prepared(Generic[M]):
@@ -87,7 +93,7 @@ class Prepared(Generic[M]):
     ``datetime``) and must use each as a filter value exactly once; compiling checks that it did.
     """
 
-    def __init__(self, build: Callable[..., QuerySet], *types: type) -> None:
+    def __init__(self, build: Callable[..., QuerySet[M]], *types: type) -> None:
         self._build, self._types, self._arity = build, types, len(types)
         self._local = threading.local()
 
@@ -141,18 +147,19 @@ class PreparedUpdate:
         if compiled is None:
             markers = [_marker(kind, i) for i, kind in enumerate(self._types)]
             queryset, values = self._build(*markers)
-            query = queryset.query.chain(UpdateQuery)
+            query = cast(UpdateQuery, queryset.query.chain(UpdateQuery))
             query.add_update_values(values)
             sql, params = query.get_compiler(queryset.db).as_sql()
             adapters = [_adapter(kind, queryset.db) for kind in self._types]
-            compiled = self._local.compiled = (sql, _slots(params, markers, adapters), list(params), adapters, queryset.db)
+            slots = _slots(params, markers, adapters)
+            compiled = self._local.compiled = (sql, slots, list(params), adapters, queryset.db)
         return compiled
 
     def run(self, *args: Any) -> int:
         if len(args) != len(self._types):
             raise TypeError(f"expected {len(self._types)} parameter(s), got {len(args)}")
         sql, slots, constants, adapters, db = self._compiled()
-        params = [constants[i] if slot is None else adapters[slot](args[slot]) for i, slot in enumerate(slots)]
+        params = _fill(slots, constants, adapters, args)
         with connections[db].cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.rowcount
@@ -166,32 +173,38 @@ class PreparedInsert(Generic[M]):
         self.model = model
         self._local = threading.local()
 
-    def _compiled(self, db: str) -> tuple[str, list]:
+    def _compiled(self, db: str) -> tuple[str, list, bool]:
         compiled = getattr(self._local, "compiled", None)
         if compiled is None:
             connection = connections[db]
             meta = self.model._meta
             fields = [f for f in meta.local_concrete_fields if f is not meta.pk or not f.db_returning]
-            ops = connection.ops
-            columns = ", ".join(ops.quote_name(f.column) for f in fields)
-            returning = ""
-            if connection.features.can_return_columns_from_insert:
-                returning = " RETURNING " + ops.quote_name(meta.pk.column)
-            sql = f"INSERT INTO {ops.quote_name(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}){returning}"
-            compiled = self._local.compiled = (sql, fields)
+            quote = connection.ops.quote_name
+            columns = ", ".join(quote(str(f.column)) for f in fields)
+            returning = connection.features.can_return_columns_from_insert
+            sql = (
+                f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
+                + (f" RETURNING {quote(str(self._pk_column))}" if returning else "")
+            )
+            compiled = self._local.compiled = (sql, fields, returning)
         return compiled
+
+    @property
+    def _pk_column(self) -> str:
+        return str(self.model._meta.pk.column) if self.model._meta.pk is not None else "id"
 
     def create(self, **kwargs: Any) -> M:
         obj = self.model(**kwargs)
-        db = "default"
-        sql, fields = self._compiled(db)
+        db = router.db_for_write(self.model)
+        sql, fields, returning = self._compiled(db)
         connection = connections[db]
         params = [f.get_db_prep_save(f.pre_save(obj, True), connection=connection) for f in fields]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            pk = cursor.fetchone()[0] if "RETURNING" in sql else connection.ops.last_insert_id(
-                cursor, self.model._meta.db_table, self.model._meta.pk.column
-            )
+            if returning:
+                pk = cursor.fetchone()[0]
+            else:
+                pk = connection.ops.last_insert_id(cursor, self.model._meta.db_table, self._pk_column)
         obj.pk = pk
         obj._state.adding = False
         obj._state.db = db

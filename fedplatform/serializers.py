@@ -8,6 +8,7 @@ field (validators, choices) is never changed after construction. Fields that hol
 serializers, lists, dicts, many-relations) still get deep copies: their children are bound to them.
 """
 import copy
+from typing import Any, ClassVar
 
 from rest_framework import serializers
 
@@ -30,6 +31,8 @@ class Serializer(serializers.Serializer):
 class ModelSerializer(serializers.ModelSerializer):
     """DRF's ModelSerializer, introspecting its model once per class instead of once per object,
     with cheap per-instance fields (see the module docstring)."""
+
+    _built_fields: ClassVar[dict[str, Any]]  # per class, set on first use (no default: see get_fields)
 
     def get_fields(self):
         cls = type(self)

@@ -1,6 +1,7 @@
 """Settings, all overridable from the environment (see docs/configuration.md)."""
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -263,7 +264,9 @@ SPECTACULAR_SETTINGS = {
 }
 
 # The platform's own knobs.
-FEDPLATFORM = {
+# Values of several types: readers know each key's (typing it per key would take a TypedDict for a
+# settings dict that tests override whole).
+FEDPLATFORM: dict[str, Any] = {
     # Largest update body accepted, bytes; an upload is also held to its model's own size
     # (rounds.device_input.upload_limit), so this only matters for models bigger than it.
     "MAX_UPLOAD_BYTES": int(os.environ.get("FEDPLATFORM_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)),
@@ -310,6 +313,7 @@ LOGGING = {
         # Every 5xx with its traceback, DEBUG or not.
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         # The queue logs every task it runs at INFO (a sweep every few seconds): warnings by default.
-        "huey": {"handlers": ["console"], "level": os.environ.get("FEDPLATFORM_QUEUE_LOG_LEVEL", "WARNING"), "propagate": False},
+        "huey": {"handlers": ["console"], "level": os.environ.get("FEDPLATFORM_QUEUE_LOG_LEVEL", "WARNING"),
+                 "propagate": False},
     },
 }

@@ -19,7 +19,9 @@ class _Throttle(SimpleRateThrottle):
 
     def get_rate(self) -> str | None:
         # Read when used, not when DRF's module was imported, so a changed setting applies.
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        # (The stubs type the rates as numbers; they are "N/period" strings, or None for off.)
+        rates: dict[str, str | None] = api_settings.DEFAULT_THROTTLE_RATES  # type: ignore[assignment]
+        return rates.get(self.scope) if self.scope is not None else None
 
     def wait(self) -> float | None:
         # DRF may answer a fraction of a second; Retry-After is whole seconds, at least 1.

@@ -5,7 +5,9 @@ from rest_framework.routers import DefaultRouter
 
 from clients.views import ClientViewSet
 from rounds.longpoll import long_poll
-from rounds.views import DeviceTaskView, HeartbeatView, RoundViewSet, RunViewSet, StrategyListView, TaskListView, UpdateUploadView
+from rounds.views import (
+    DeviceTaskView, HeartbeatView, RoundViewSet, RunViewSet, StrategyListView, TaskListView, UpdateUploadView,
+)
 
 from .converters import ID_REGEX
 

@@ -58,22 +58,19 @@ class _ReadOnlyInline(admin.TabularInline):
 
 class RoundInline(_ReadOnlyInline):
     model = Round
-    fields = ["number", "status", "config", "opened_at", "closed_at", "metrics"]
-    readonly_fields = fields
+    fields = readonly_fields = ("number", "status", "config", "opened_at", "closed_at", "metrics")
     show_change_link = True
 
 
 class RunConfigInline(_ReadOnlyInline):
     model = RunConfig
-    fields = ["version", "changed", "author", "created_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("version", "changed", "author", "created_at")
     verbose_name_plural = "configuration versions"
 
 
 class UpdateInline(_ReadOnlyInline):
     model = Update
-    fields = ["client", "num_examples", "bytes_wire", "encoding", "metrics", "received_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("client", "num_examples", "bytes_wire", "encoding", "metrics", "received_at")
 
 
 class RunAdminForm(forms.ModelForm):
@@ -90,7 +87,8 @@ class RunAdminForm(forms.ModelForm):
             )
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if self.instance.pk and self.instance.is_terminal and set(self.changed_data) & set(TUNABLE_FIELDS):
             raise forms.ValidationError(f"this run is {self.instance.status}; its configuration is final")
         if "strategy_config" in cleaned:

@@ -25,7 +25,10 @@ def store(prefix: str, data: bytes, digest: str, suffix: str = ".fedt") -> str:
     return default_storage.save(name, ContentFile(data))
 
 
-def load(name: str) -> bytes:
+def load(name: str | None) -> bytes:
+    """The stored blob ``name`` (a file field's name; empty or None where nothing is stored)."""
+    if not name:
+        raise FileNotFoundError("no blob is stored here")
     with default_storage.open(name, "rb") as handle:
         return handle.read()
 

@@ -58,7 +58,8 @@ def broadcast_ensure(*, version: ModelVersion) -> Broadcast:
     if s.exact:
         replica_name, replica_digest_sha, replica_bytes = version.blob.name, version.sha256, version.size_bytes
     else:
-        data = codec.encode(s.replica, encoding="float32", kind="full", meta={"run": run.pk, "version": version.number, "replica": True})
+        data = codec.encode(s.replica, encoding="float32", kind="full",
+                            meta={"run": run.pk, "version": version.number, "replica": True})
         replica_digest_sha, replica_bytes = blobs.sha256(data), len(data)
         replica_name = blobs.store(f"runs/{run.pk}/replicas", data, replica_digest_sha)
     try:

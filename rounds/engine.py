@@ -173,7 +173,8 @@ def _recover_evaluations() -> None:
         dead.update(evaluation=EvaluationStatus.PENDING, evaluation_claimed_at=None)
     lost = timezone.now() - timedelta(seconds=30)  # created, but its task never ran
     pending = ModelVersion.objects.filter(
-        evaluation=EvaluationStatus.PENDING, created_at__lt=lost, run__status__in=[RunStatus.RUNNING, RunStatus.DRAFT, RunStatus.PAUSED]
+        evaluation=EvaluationStatus.PENDING, created_at__lt=lost,
+        run__status__in=[RunStatus.RUNNING, RunStatus.DRAFT, RunStatus.PAUSED],
     )
     for version_id in pending.values_list("pk", flat=True)[:10]:
         dispatch.evaluate_later(version_id)
@@ -220,18 +221,22 @@ def round_open(*, run_id: int) -> Round | None:
             by_id = run.clients.in_bulk(chosen_ids)
             chosen = [by_id[pk] for pk in chosen_ids]
             base = run.versions.order_by("-number").first()
+            config = run.configs.order_by("-version").first()
+            if base is None or config is None:  # a started run has both; a round needs them
+                return None
             rnd = Round.objects.create(
                 run=run,
                 number=number,
                 base_version=base,
-                config=run.configs.order_by("-version").first(),
+                config=config,
                 hyperparameters={**run.hyperparameters(), **runstrategy.client_instructions(run)},
                 upload_encoding=run.upload_encoding,
                 deadline=now + timedelta(seconds=run.round_timeout),
             )
             rnd.expected.set(chosen)
             for client in chosen:
-                client_transition(client=client, to=ClientStatus.TRAINING, reason=f"selected for round {number}", round=rnd)
+                client_transition(client=client, to=ClientStatus.TRAINING, reason=f"selected for round {number}",
+                                  round=rnd)
             emit("round.opened", round_shape(rnd))
             dispatch.tick_at(run.pk, rnd.deadline)
     except IntegrityError:
@@ -419,7 +424,8 @@ def _round_metrics(rnd: Round, updates: list[Update], arrays: dict) -> dict:
         "test_loss": None,
     }
     metrics["compression_ratio"] = (
-        round(metrics["float32_bytes_per_update"] * len(updates) / metrics["bytes_up"], 3) if metrics["bytes_up"] else None
+        round(metrics["float32_bytes_per_update"] * len(updates) / metrics["bytes_up"], 3)
+        if metrics["bytes_up"] else None
     )
     return metrics
 
@@ -464,10 +470,10 @@ def version_evaluate(*, version_id: int) -> str | None:
     ``_claim_evaluation`` for which version)."""
     from .evaluation import evaluate_arrays  # noqa: PLC0415 - torch loads only in engine workers
 
-    version_id = _claim_evaluation(version_id)
-    if version_id is None:
+    claimed = _claim_evaluation(version_id)
+    if claimed is None:
         return None
-    version = ModelVersion.objects.select_related("run").get(pk=version_id)
+    version = ModelVersion.objects.select_related("run").get(pk=claimed)
     started = time.perf_counter()
     found: dict = {}
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 from django.utils import timezone
 
@@ -106,7 +107,7 @@ def export_render(*, export_id: int) -> str | None:
         data = render_version(row.version, row.format)
     except Exception as exc:  # recorded for the operator: a broken export must not break the engine
         log.exception("run %s: exporting version %s as %s failed", row.version.run_id, row.version.number, row.format)
-        result = {"status": ExportStatus.FAILED, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+        result: dict[str, Any] = {"status": ExportStatus.FAILED, "error": f"{type(exc).__name__}: {exc}"[:2000]}
     else:
         digest = blobs.sha256(data)
         # Outside any transaction: a slow storage write must not hold the database's write lock.

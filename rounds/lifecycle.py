@@ -82,7 +82,7 @@ def run_configure(*, run: Run, changes: dict, author: str) -> RunConfig:
             setattr(run, field, value)
         run.full_clean()
         run.save(update_fields=list(changes) or None)
-        latest = run.configs.order_by("-version").first()
+        latest = run.configs.latest("version")
         if not changed:
             return latest
         config = RunConfig.objects.create(

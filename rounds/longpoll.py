@@ -15,6 +15,7 @@ import time
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIRequest
 from django.http import JsonResponse
 
@@ -45,12 +46,14 @@ class Waker:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a new event loop (tests): start afresh
+        if self._loop is not loop or self._lock is None:  # a new event loop (tests): start afresh
             self._loop, self._listener, self._lock = loop, None, asyncio.Lock()
         async with self._lock:
             if self._listener is not None and not self._listener.done():
                 return
             layer = get_channel_layer()
+            if layer is None:
+                raise ImproperlyConfigured("long polls wait on the channel layer: set CHANNEL_LAYERS")
             channel = await layer.new_channel()
             await layer.group_add(EVENTS_GROUP, channel)
             self._listener = loop.create_task(self._listen(layer, channel))
@@ -82,13 +85,16 @@ class Waker:
         elif kind == "client.status" and data.get("status") in GONE_STATUSES:
             # A kicked or departed device hears it at once (its next look is refused), not
             # when its wait runs out.
-            self.wake(data.get("run"), {data.get("id")})
+            client_id = data.get("id")
+            self.wake(data.get("run"), {client_id} if client_id is not None else set())
         elif kind == "run.changed" and data.get("status") in TERMINAL_RUN_STATUSES:
             # Every parked device of the run is told at once, from the event: a thousand devices
             # asking the database again in the same second would cost seconds of CPU. Other run
             # changes give no idle device work by themselves; a round they let open wakes its own.
-            self._ended[data.get("id")] = (data["status"], time.monotonic())
-            self.wake(data.get("id"), None)
+            run_id = data.get("id")
+            if run_id is not None:
+                self._ended[run_id] = (data["status"], time.monotonic())
+                self.wake(run_id, None)
 
     def ended(self, run_id: int, since: float) -> str | None:
         """The terminal status of a run this process saw end after ``since``, or None."""
@@ -96,6 +102,8 @@ class Waker:
         return status if at >= since else None
 
     def wake(self, run_id: int | None, clients: set[int] | None) -> None:
+        if run_id is None:  # an event of no run parks nobody
+            return
         self._last_event[run_id] = time.monotonic()
         parked = self._parked.get(run_id)
         if not parked:
@@ -185,7 +193,8 @@ def long_poll(view_class):
                 # by the device's next poll, which follows at once.
                 return held(response)
 
-    view.cls = view_class  # drf-spectacular documents the DRF view this wraps
-    view.initkwargs = {}
-    view.csrf_exempt = True
+    # Function attributes (as Django's as_view sets them), which the type system cannot declare.
+    view.cls = view_class  # type: ignore[attr-defined]  # drf-spectacular documents the DRF view this wraps
+    view.initkwargs = {}  # type: ignore[attr-defined]
+    view.csrf_exempt = True  # type: ignore[attr-defined]
     return view

@@ -32,7 +32,8 @@ class Run(models.Model):
     manifest_digest = models.CharField(max_length=64, editable=False, help_text="tensor names, dtypes and shapes")
     # How updates become the next model (fedcore.strategies); its parameters are tunable.
     strategy = models.CharField(max_length=32, choices=STRATEGY_CHOICES, default=DEFAULT_STRATEGY)
-    strategy_config = models.JSONField(default=dict, blank=True, help_text="the strategy's parameters, defaults filled in")
+    strategy_config = models.JSONField(default=dict, blank=True,
+                                       help_text="the strategy's parameters, defaults filled in")
     rounds = models.PositiveIntegerField(default=5, help_text="total rounds to train")
     min_clients = models.PositiveIntegerField(default=2, help_text="ready clients needed to open a round")
     clients_per_round = models.PositiveIntegerField(default=3)

@@ -7,6 +7,7 @@ for a tick (``rounds.dispatch``) and the engine does the rest. An idle poll read
 """
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, connection, transaction
 
@@ -20,6 +21,9 @@ from fedplatform.prepared import Prepared
 from . import blobs, device_input, dispatch, runtask
 from .models import TERMINAL_RUN_STATUSES, Download, ModelVersion, Round, RoundStatus, Run, Update
 from .shapes import round_shape
+
+if TYPE_CHECKING:
+    from .downloads import ModelBody
 
 log = logging.getLogger("fedplatform.rounds")
 
@@ -120,7 +124,8 @@ def _backfill(*, run: Run, client: Client) -> Round | None:
         )
         if rnd is None or rnd.expected.count() >= rnd.config.values["clients_per_round"]:
             return None
-        if not client_transition(client=client, to=ClientStatus.TRAINING, reason=f"backfilled round {rnd.number}", round=rnd):
+        if not client_transition(client=client, to=ClientStatus.TRAINING, reason=f"backfilled round {rnd.number}",
+                                 round=rnd):
             return None
         rnd.expected.add(client)
         emit("round.opened", round_shape(rnd))
@@ -146,7 +151,7 @@ def model_download(
     """A global version for a client: the broadcast delta or chain from ``base``, or the replica's
     snapshot (rounds.downloads); for an operator, the exact version. Counts the bytes sent for
     the client and, when it downloads the base of a round it is selected for, for that round."""
-    from .downloads import ModelBody, model_body  # noqa: PLC0415, F401 - download policy lives in downloads.py
+    from .downloads import model_body  # noqa: PLC0415 - download policy lives in downloads.py
 
     accepts = list(client.accepts or []) if client is not None else None
     body = model_body(version=version, base=base, accepts=accepts, chains=chains)
@@ -256,7 +261,8 @@ def update_accept(
         # The same client raced itself (a retry crossed the first attempt): answer like a resend.
         existing = Update.objects.get(round=rnd, client=client)
         if existing.sha256 != digest:
-            raise Conflict("a different update from you was already accepted for this round", "update_conflict")
+            raise Conflict("a different update from you was already accepted for this round",
+                           "update_conflict") from None
         return existing, False
     return update, True
 

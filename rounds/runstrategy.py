@@ -44,6 +44,7 @@ def store_state(run, number: int, state: dict[str, np.ndarray]) -> tuple[str, st
     """(storage name, sha256) of the state blob, or empty strings for a stateless strategy."""
     if not state:
         return "", ""
-    data = codec.encode(state, encoding="float32", kind="full", meta={"run": run.pk, "version": number, "strategy": run.strategy})
+    data = codec.encode(state, encoding="float32", kind="full",
+                        meta={"run": run.pk, "version": number, "strategy": run.strategy})
     digest = blobs.sha256(data)
     return blobs.store(f"runs/{run.pk}/strategy", data, digest), digest

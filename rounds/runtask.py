@@ -12,7 +12,9 @@ from django.conf import settings
 
 from fedcore import codec
 from fedcore.state import buffer_names, state_to_arrays
-from fedcore.tasks import Task, TaskConfigError, TaskError, canonical_config, installed_tasks, load_task, manifest_digest, seeded_model
+from fedcore.tasks import (
+    Task, TaskConfigError, TaskError, canonical_config, installed_tasks, load_task, manifest_digest, seeded_model,
+)
 from fedplatform.errors import Invalid
 
 log = logging.getLogger("fedplatform.tasks")
@@ -28,7 +30,8 @@ def describe(path: str) -> dict[str, Any]:
         task = load_task(path)
     except TaskError as err:
         return {"path": path, "title": "", "config_defaults": {}, "available": False, "error": str(err)}
-    return {"path": path, "title": task.title, "config_defaults": dict(task.config_defaults), "available": True, "error": ""}
+    return {"path": path, "title": task.title, "config_defaults": dict(task.config_defaults), "available": True,
+            "error": ""}
 
 
 def resolve(path: str, config: Any) -> tuple[dict[str, Any], str]:

@@ -1,3 +1,5 @@
+from typing import TYPE_CHECKING
+
 from rest_framework import serializers
 
 from fedcore import codec
@@ -7,9 +9,13 @@ from fedplatform.serializers import ModelSerializer
 from .downloads import DOWNLOAD_ENCODINGS
 from .models import TUNABLE_FIELDS, ModelVersion, Round, Run, RunConfig, RoundStatus, Update
 
+if TYPE_CHECKING:
+    from clients.models import Client
+
 CONFIG_FIELDS = [
-    "name", "task", "task_config", "arch", "dataset", "strategy", "strategy_config", "rounds", "min_clients", "clients_per_round", "min_updates",
-    "local_epochs", "batch_size", "learning_rate", "momentum", "weight_decay", "round_timeout",
+    "name", "task", "task_config", "arch", "dataset", "strategy", "strategy_config", "rounds", "min_clients",
+    "clients_per_round", "min_updates", "local_epochs", "batch_size", "learning_rate", "momentum", "weight_decay",
+    "round_timeout",
     "offline_after", "upload_encoding", "download_encoding", "seed", "allow_backfill",
 ]
 DEFAULT_UPLOAD_ENCODING = "int4"
@@ -22,8 +28,10 @@ class RunSerializer(ModelSerializer):
     # int4 with error feedback: about a quarter of the prototype's bytes at float32's accuracy
     # (benchmarks/results/accuracy_cost_*.md).
     upload_encoding = serializers.ChoiceField(choices=codec.ENCODINGS, default=DEFAULT_UPLOAD_ENCODING)
-    task = serializers.CharField(max_length=200, default=BUILTIN_TASK, help_text="an offered task (GET tasks/), package.module:attribute")
-    task_config = serializers.JSONField(default=dict, help_text="the task's configuration; defaults fill what is left out")
+    task = serializers.CharField(max_length=200, default=BUILTIN_TASK,
+                                 help_text="an offered task (GET tasks/), package.module:attribute")
+    task_config = serializers.JSONField(default=dict,
+                                        help_text="the task's configuration; defaults fill what is left out")
     # Shorthand for the built-in image task's configuration (task_config arch / dataset).
     arch = serializers.CharField(max_length=32, required=False, write_only=True)
     dataset = serializers.CharField(max_length=32, required=False, write_only=True)
@@ -39,7 +47,8 @@ class RunSerializer(ModelSerializer):
     completed_rounds = serializers.SerializerMethodField()
     config_version = serializers.SerializerMethodField(help_text="the newest configuration version")
     config_in_force = serializers.SerializerMethodField(
-        help_text="the configuration version of the open (or last) round; below config_version means a change is pending"
+        help_text=("the configuration version of the open (or last) round; "
+                   "below config_version means a change is pending")
     )
     config = serializers.SerializerMethodField(help_text="every tunable field as it stands now")
 
@@ -101,13 +110,16 @@ class UpdateSerializer(ModelSerializer):
 
     class Meta:
         model = Update
-        fields = ["client", "client_name", "num_examples", "bytes_wire", "encoding", "sha256", "metrics", "decode_seconds", "received_at"]
+        fields = ["client", "client_name", "num_examples", "bytes_wire", "encoding", "sha256", "metrics",
+                  "decode_seconds", "received_at"]
 
 
 class RoundSerializer(ModelSerializer):
     base_version = serializers.IntegerField(source="base_version.number", read_only=True)
-    result_version = serializers.IntegerField(source="result_version.number", read_only=True, allow_null=True, default=None)
-    expected = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    result_version = serializers.IntegerField(source="result_version.number", read_only=True, allow_null=True,
+                                              default=None)
+    expected: "serializers.PrimaryKeyRelatedField[Client]" = serializers.PrimaryKeyRelatedField(
+        many=True, read_only=True)
     config_version = serializers.IntegerField(source="config.version", read_only=True)
     updates = UpdateSerializer(many=True, read_only=True)
     received = serializers.SerializerMethodField(help_text="the clients whose update was accepted")
@@ -116,8 +128,9 @@ class RoundSerializer(ModelSerializer):
     class Meta:
         model = Round
         fields = [
-            "id", "run", "number", "status", "base_version", "result_version", "expected", "received", "open_places", "updates",
-            "config_version", "hyperparameters", "upload_encoding", "opened_at", "deadline", "closed_at", "metrics",
+            "id", "run", "number", "status", "base_version", "result_version", "expected", "received", "open_places",
+            "updates", "config_version", "hyperparameters", "upload_encoding", "opened_at", "deadline", "closed_at",
+            "metrics",
         ]
 
     def get_open_places(self, rnd: Round) -> int:

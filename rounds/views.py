@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseNotModified
 from drf_spectacular.types import OpenApiTypes
@@ -32,7 +34,8 @@ BINARY = {codec.CONTENT_TYPE: OpenApiTypes.BINARY}
 
 
 class RunViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
 ):
     """Operators create, inspect, reconfigure and control runs. Configuration changes apply from
     the next round that opens."""
@@ -55,20 +58,22 @@ class RunViewSet(
             return super().perform_content_negotiation(request, force)
         if wanted not in exports.FORMATS and not force:
             raise Invalid(
-                f"unknown format {wanted!r}; choose from {', '.join(exports.FORMATS)}, or leave it out for the wire format",
+                f"unknown format {wanted!r}; choose from {', '.join(exports.FORMATS)}, "
+                "or leave it out for the wire format",
                 "bad_format",
             )
         return renderers.JSONRenderer(), renderers.JSONRenderer.media_type
 
-    def perform_create(self, serializer: RunSerializer) -> None:
+    def perform_create(self, serializer: "serializers.BaseSerializer[Run]") -> None:
         config = {k: v for k, v in serializer.validated_data.items() if k in CONFIG_FIELDS}
         serializer.instance = lifecycle.run_create(author=self.request.user.get_username(), **config)
 
-    def perform_update(self, serializer: RunSerializer) -> None:
-        lifecycle.run_configure(
-            run=serializer.instance, changes=dict(serializer.validated_data), author=self.request.user.get_username()
-        )
-        serializer.instance.refresh_from_db()
+    def perform_update(self, serializer: "serializers.BaseSerializer[Run]") -> None:
+        run = serializer.instance
+        assert run is not None  # an update is always of the run the view looked up
+        lifecycle.run_configure(run=run, changes=dict(serializer.validated_data),
+                                author=self.request.user.get_username())
+        run.refresh_from_db()
 
     @extend_schema(responses={200: RunConfigSerializer(many=True), **ERRORS})
     @action(detail=True, methods=["get"])
@@ -104,7 +109,8 @@ class RunViewSet(
     @action(detail=True, methods=["get"])
     def rounds(self, request, pk=None):
         run = self.get_object()
-        rounds = run.round_set.select_related("base_version", "result_version", "config").prefetch_related("expected", "updates__client")
+        rounds = run.round_set.select_related("base_version", "result_version", "config").prefetch_related(
+            "expected", "updates__client")
         return Response(RoundSerializer(rounds, many=True).data)
 
     @extend_schema(responses={200: ModelVersionSerializer(many=True), **ERRORS})
@@ -131,10 +137,13 @@ class RunViewSet(
         ],
         responses={
             (200, codec.CONTENT_TYPE): OpenApiTypes.BINARY,
-            (200, downloads.CHAIN_CONTENT_TYPE): OpenApiResponse(OpenApiTypes.BINARY, description="a chain of broadcast deltas"),
+            (200, downloads.CHAIN_CONTENT_TYPE): OpenApiResponse(OpenApiTypes.BINARY,
+                                                                 description="a chain of broadcast deltas"),
             (200, "application/json"): OpenApiTypes.OBJECT,
-            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="with `format`: the file"),
-            202: OpenApiResponse(ErrorSerializer, description="with `format`: the engine renders it; ask again after `Retry-After`"),
+            (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY,
+                                                               description="with `format`: the file"),
+            202: OpenApiResponse(ErrorSerializer,
+                                 description="with `format`: the engine renders it; ask again after `Retry-After`"),
             304: OpenApiResponse(description="the `If-None-Match` version is current"),
             **ERRORS,
         },
@@ -186,7 +195,8 @@ class RunViewSet(
             raise Conflict(f"exporting version {version.number} as {fmt} failed: {found.error}", "export_failed")
         if found.status != ExportStatus.DONE:
             detail = f"version {version.number} is being exported as {fmt}; ask again in a moment"
-            return Response({"code": "export_pending", "detail": detail}, status=status.HTTP_202_ACCEPTED, headers={"Retry-After": "1"})
+            return Response({"code": "export_pending", "detail": detail}, status=status.HTTP_202_ACCEPTED,
+                            headers={"Retry-After": "1"})
         if downloader is not None:  # an operator took the model out of the platform
             audit_record(actor=downloader, action="run.export", target_type="run", target_id=version.run_id,
                          run_id=version.run_id, details={"version": version.number, "format": fmt})
@@ -246,7 +256,8 @@ class StrategyListView(APIView):
 class RoundViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Rounds with their participants, updates, metrics and bytes (operators)."""
 
-    queryset = Round.objects.select_related("base_version", "result_version", "config").prefetch_related("expected", "updates__client")
+    queryset = Round.objects.select_related("base_version", "result_version", "config").prefetch_related(
+        "expected", "updates__client")
     serializer_class = RoundSerializer
     permission_classes = [CanView]
 
@@ -286,15 +297,26 @@ class UpdateUploadView(APIView):
         if request.content_type.split(";")[0].strip() != codec.CONTENT_TYPE:
             raise Invalid(f"send the update as {codec.CONTENT_TYPE}", "bad_content_type")
         # Headers first: a malformed one is refused before the body is read.
-        num_examples = device_input.parse_num_examples(request.headers.get("X-Num-Examples"), registered=client.num_examples)
+        num_examples = device_input.parse_num_examples(request.headers.get("X-Num-Examples"),
+                                                       registered=client.num_examples)
         metrics = device_input.parse_metrics(request.headers.get("X-Metrics"))
         limit = self.max_body_bytes(round_id, client_id)
         body = device_input.read_body(request._request, declared=request.META.get("CONTENT_LENGTH"), limit=limit)
         update, created = protocol.update_accept(
             round_id=round_id, client=client, body=body, num_examples=num_examples, metrics=metrics, max_bytes=limit
         )
-        body = {"round": round_id, "client": client.pk, "bytes": update.bytes_wire, "sha256": update.sha256, "duplicate": not created}
-        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        reply = {"round": round_id, "client": client.pk, "bytes": update.bytes_wire, "sha256": update.sha256,
+                 "duplicate": not created}
+        return Response(reply, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class ParkedResponse(Response):
+    """A 204 for a device with nothing to do, carrying what the long-poll wrapper (rounds.longpoll)
+    needs to park it: the run, the client and the longest it may wait, in seconds."""
+
+    def __init__(self, park: tuple[int, int, float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.park = park
 
 
 class _DeviceView(APIView):
@@ -338,18 +360,18 @@ class DeviceTaskView(_DeviceView):
         task = protocol.task_for(client=client)
         if task is None:
             retry = settings.FEDPLATFORM["POLL_INTERVAL"]
-            response = Response(status=status.HTTP_204_NO_CONTENT, headers={"Retry-After": f"{retry:g}"})
             # For the long-poll wrapper: which parked polls a run's events wake, and for how long.
             longest = min(settings.FEDPLATFORM["LONG_POLL_MAX"], client.run.offline_after / 3)
-            response.park = (client.run_id, client.pk, longest)
-            return response
+            return ParkedResponse((client.run_id, client.pk, longest), status=status.HTTP_204_NO_CONTENT,
+                                  headers={"Retry-After": f"{retry:g}"})
         return Response(TaskSerializer(task).data)
 
 
 class HeartbeatView(_DeviceView):
     """Liveness and training progress; the answer says whether to continue, abort or stop."""
 
-    @extend_schema(operation_id="clients_heartbeat_create", request=HeartbeatSerializer, responses={200: HeartbeatReplySerializer, **ERRORS})
+    @extend_schema(operation_id="clients_heartbeat_create", request=HeartbeatSerializer,
+                   responses={200: HeartbeatReplySerializer, **ERRORS})
     def post(self, request, pk: int):
         client = self.device(request, pk)
         data = HeartbeatSerializer(data=request.data)

@@ -38,7 +38,8 @@ def role_user(django_user_model):
     def make(name: str, role: str):
         group, created = Group.objects.get_or_create(name=role)
         if created:
-            group.permissions.set(Permission.objects.filter(content_type__app_label="fedplatform", codename__in=grants[role]))
+            group.permissions.set(Permission.objects.filter(content_type__app_label="fedplatform",
+                                                            codename__in=grants[role]))
         user = django_user_model.objects.create_user(name, password=f"pw-{name}-12345")
         user.groups.add(group)
         return user

@@ -122,7 +122,8 @@ class Agent:
             self.data = self.task.load_data(self.task_config, self._data_request())
         except TaskError as err:
             raise WorkerExit(ExitCode.USAGE, f"no data for {path}: {err}") from err
-        self.log(f"data: {self.data.description or f'{self.data.num_train} train + {self.data.num_eval} eval examples'}")
+        counts = f"{self.data.num_train} train + {self.data.num_eval} eval examples"
+        self.log(f"data: {self.data.description or counts}")
         self.registration = self._register(run_task.run, path, digest)
 
     def _data_request(self) -> DataRequest:

@@ -71,7 +71,8 @@ class Fleet:
         if self.args.data:
             command += ["--data", self.args.data]
         log = (self.log_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
         member = Member(name, partition, proc)
         self.live.append(member)
         return member

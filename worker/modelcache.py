@@ -103,7 +103,7 @@ class ModelCache:
     def _apply(self, bodies: list[bytes], held: int | None, manifest) -> tuple[dict[str, np.ndarray], int, bool]:
         """(the model after the bodies, how many deltas they were, whether all were lossless)."""
         arrays, at, exact = self._arrays, held, True
-        for i, body in enumerate(bodies):
+        for body in bodies:
             decoded = decode(body, manifest=manifest, max_bytes=self._max_bytes)
             if decoded.kind != "delta":
                 if len(bodies) > 1:
@@ -116,6 +116,8 @@ class ModelCache:
                                  f"this worker holds {at}")
             arrays, at = rebuild(arrays, decoded.arrays), at + 1
             exact = exact and decoded.encodings <= LOSSLESS_ENCODINGS | {"raw"}
+        if arrays is None:  # no bodies, and no model held to stand for them
+            raise ValueError("no model to build on")
         return arrays, len(bodies), exact
 
     def forget(self) -> None:

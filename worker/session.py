@@ -137,19 +137,20 @@ class ApiSession:
         first_failure: float | None = None
         attempt = 0
         while True:
+            response: requests.Response | None = None
             try:
-                response = self._http.request(
+                answer = self._http.request(
                     method, url, json=json, data=data, headers=all_headers,
                     timeout=timeout if timeout is not None else self.timeout,
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
-                problem, response = f"{type(exc).__name__}", None
+                problem = f"{type(exc).__name__}"
             else:
-                if response.status_code not in RETRY_STATUSES:
-                    if response.status_code >= 400:
-                        raise parse_error(response)
-                    return response
-                problem = f"HTTP {response.status_code}"
+                if answer.status_code not in RETRY_STATUSES:
+                    if answer.status_code >= 400:
+                        raise parse_error(answer)
+                    return answer
+                problem, response = f"HTTP {answer.status_code}", answer
             now = time.monotonic()
             first_failure = now if first_failure is None else first_failure
             delay = self._backoff(attempt, response)

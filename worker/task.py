@@ -44,7 +44,7 @@ class Task:
             hp = body["hyperparameters"]
             return cls(
                 round=int(body["round"]),
-                round_number=int(body.get("round_number", body["round"])),
+                round_number=int(body["round_number"] if "round_number" in body else body["round"]),
                 run=int(body["run"]),
                 task=str(body["task"]),
                 task_config=dict(body.get("task_config") or {}),

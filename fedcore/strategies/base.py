@@ -88,7 +88,8 @@ class StrategySpec:
         known = self.all_params()
         unknown = sorted(set(config) - set(known))
         if unknown:
-            raise StrategyConfigError(f"unknown keys {unknown} for strategy {self.name!r}; it takes: {', '.join(sorted(known))}")
+            raise StrategyConfigError(
+                f"unknown keys {unknown} for strategy {self.name!r}; it takes: {', '.join(sorted(known))}")
         values = self.defaults()
         for key, value in config.items():
             values[key] = known[key].check(key, value)
@@ -175,7 +176,7 @@ class Strategy:
     ) -> AggregateResult:
         """Convenience for a list of contributions (a streaming caller uses :meth:`begin`)."""
         items = contributions if total_weight is not None else list(contributions)
-        total = total_weight if total_weight is not None else sum(w for _, w in items)  # type: ignore[union-attr]
+        total = total_weight if total_weight is not None else sum(w for _, w in items)
         round_ = self.begin(base, total, state)
         for delta, weight in items:
             round_.add(delta, weight)

@@ -16,7 +16,9 @@ def create_roles(apps, schema_editor):
     Permission = apps.get_model("auth", "Permission")
     Group = apps.get_model("auth", "Group")
     content_type, _ = ContentType.objects.get_or_create(app_label="fedplatform", model="auditentry")
-    names = dict(Migration.operations[0].options["permissions"])
+    create_model = Migration.operations[0]
+    assert isinstance(create_model, migrations.CreateModel)
+    names = dict(create_model.options["permissions"])
     permissions = {
         codename: Permission.objects.get_or_create(content_type=content_type, codename=codename, defaults={"name": name})[0]
         for codename, name in names.items()

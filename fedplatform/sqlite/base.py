@@ -16,6 +16,8 @@ from django.db.backends.sqlite3 import base
 WAIT_SECONDS = 60
 
 
+# The methods below extend private hooks of Django's SQLite backend, which django-stubs does not
+# declare: hence the ignores.
 class DatabaseWrapper(base.DatabaseWrapper):
     _writers = threading.Lock()  # one per process, shared by every connection
 
@@ -32,25 +34,25 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _start_transaction_under_autocommit(self):
         self._take()
         try:
-            super()._start_transaction_under_autocommit()
+            super()._start_transaction_under_autocommit()  # type: ignore[misc]
         except BaseException:
             self._give_back()
             raise
 
     def _commit(self):
         try:
-            return super()._commit()
+            return super()._commit()  # type: ignore[misc]
         finally:
             self._give_back()
 
     def _rollback(self):
         try:
-            return super()._rollback()
+            return super()._rollback()  # type: ignore[misc]
         finally:
             self._give_back()
 
     def _close(self):
         try:
-            return super()._close()
+            return super()._close()  # type: ignore[misc]
         finally:
             self._give_back()

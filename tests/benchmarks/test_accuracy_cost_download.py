@@ -1,15 +1,9 @@
 """The accuracy benchmark's model of downloads: the broadcast replica every device holds."""
-import sys
-from pathlib import Path
-
 import numpy as np
+from accuracy_cost import Broadcast
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-from accuracy_cost import Broadcast  # noqa: E402
-
-from fedcore import codec  # noqa: E402
-from fedcore.broadcast import step  # noqa: E402
+from fedcore import codec
+from fedcore.broadcast import step
 
 
 def _versions(count: int) -> list[dict[str, np.ndarray]]:

@@ -1,21 +1,19 @@
 """Folding per-seed runs into one experiment JSONL keeps every record and its provenance, and the
 seed summary reads the folded rows as it read the files."""
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import fold_seed_runs  # noqa: E402
-from seed_summary import runs_by_seed  # noqa: E402
+import fold_seed_runs
+from seed_summary import runs_by_seed
 
 
 def _seed_run(folder: Path, seed: int) -> Path:
     name = f"accuracy_cost_tiny_seed{seed}"
     (folder / f"{name}.md").write_text(f"# t\n\nCommand: `python benchmarks/accuracy_cost.py --seed {seed}`\n\n"
                                       "Machine: CPU test (2 logical cores)\n\nbody\n")
-    records = [{"encoding": enc, "round": r, "accuracy": 0.5 + 0.01 * r + 0.001 * seed + (0.002 if enc == "int4" else 0),
-                "loss": 1.0 / r, "bytes_up": 100 * r} for enc in ("float32", "int4") for r in (1, 2, 3)]
+    records = [{"encoding": enc, "round": r,
+                "accuracy": 0.5 + 0.01 * r + 0.001 * seed + (0.002 if enc == "int4" else 0), "loss": 1.0 / r,
+                "bytes_up": 100 * r} for enc in ("float32", "int4") for r in (1, 2, 3)]
     path = folder / f"{name}.rounds.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
@@ -39,4 +37,5 @@ def test_folding_keeps_every_record_with_its_command_and_removes_the_per_seed_fi
 
 def _same_numbers(after: dict, before: dict) -> bool:
     key = lambda r: (r["encoding"], r["round"], r["accuracy"])  # noqa: E731
-    return after.keys() == before.keys() and all(sorted(map(key, after[k])) == sorted(map(key, before[k])) for k in before)
+    return after.keys() == before.keys() and all(sorted(map(key, after[k])) == sorted(map(key, before[k]))
+                                                 for k in before)

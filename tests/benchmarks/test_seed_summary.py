@@ -1,14 +1,9 @@
 """The statistics behind the codec's accuracy claims: the t interval and the margin verdict."""
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-from seed_summary import mean_interval, runs_by_seed, seed_gaps, summarize, t_quantile, verdict  # noqa: E402
+from seed_summary import mean_interval, runs_by_seed, seed_gaps, summarize, t_quantile, verdict
 
 
 @pytest.mark.parametrize(("df", "expected"), [(1, 12.706), (2, 4.303), (5, 2.571), (11, 2.201), (30, 2.042)])

@@ -4,15 +4,13 @@ They are skipped only where chromium is missing *and* FEDPLATFORM_BROWSER_TESTS 
 sets it, so a missing browser fails there instead of passing silently.
 """
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-# The real-process helpers live with the end-to-end tests; share them rather than copy them.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-
-from processes import OPERATOR, Server  # noqa: E402
+# The real-process helpers live with the end-to-end tests (pyproject.toml puts tests/e2e on pytest's
+# pythonpath); share them rather than copy them.
+from processes import OPERATOR, Server
 
 CHROMIUM = os.environ.get("FEDPLATFORM_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = [

@@ -6,13 +6,20 @@ Four real workers train a small CNN on Fashion-MNIST; one holds four times the d
 so it is the round's straggler on the timeline. Midway the learning rate is changed (a second
 configuration version) and one client is paused, so those states show too.
 """
-import sys
+import importlib.util
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from processes import OPERATOR, ROOT, Server, Worker, wait_until  # noqa: E402
+# The real-process helpers live with the end-to-end tests. This script runs outside pytest (whose
+# pythonpath has tests/e2e), so it imports that one file by its path.
+_spec = importlib.util.spec_from_file_location("processes",
+                                               Path(__file__).resolve().parents[1] / "e2e" / "processes.py")
+assert _spec is not None and _spec.loader is not None
+processes = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(processes)
+OPERATOR, ROOT, Server, Worker, wait_until = (
+    processes.OPERATOR, processes.ROOT, processes.Server, processes.Worker, processes.wait_until)
 
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--no-first-run", "--disable-sync", "--disable-quic"]
@@ -51,7 +58,8 @@ def main() -> None:
                 server.api.post(f"{server.url}/api/v1/clients/{clients['device-3']}/pause/", timeout=30)
                 wait_until(lambda: closed_rounds(server, run["id"]) >= 8, 300, what="8 rounds")
                 # The newest closed round shows whole lanes; the open one would be mid-flight.
-                last_closed = max(r["id"] for r in server.get(f"/api/v1/runs/{run['id']}/rounds/") if r["status"] == "closed")
+                rounds = server.get(f"/api/v1/runs/{run['id']}/rounds/")
+                last_closed = max(r["id"] for r in rounds if r["status"] == "closed")
                 page.select_option("#timeline-round", str(last_closed))
                 time.sleep(1.5)
                 target = ROOT / "docs" / "dashboard.png"

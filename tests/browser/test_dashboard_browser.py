@@ -18,7 +18,8 @@ RECORD_STATES = """() => {
     const status = row.querySelector('.status').textContent;
     if (seen[seen.length - 1] !== status) seen.push(status);
   });
-  new MutationObserver(note).observe(document.getElementById('clients'), {subtree: true, childList: true, characterData: true});
+  new MutationObserver(note).observe(document.getElementById('clients'),
+                                     {subtree: true, childList: true, characterData: true});
   note();
 }"""
 

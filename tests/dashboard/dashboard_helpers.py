@@ -38,7 +38,8 @@ def train_one_round(run: Run, client: Client, metrics: dict | None = None) -> di
     task = task_for(client=client)
     assert task is not None, "no task: is the run running with min_clients=1?"
     update_accept(
-        round_id=task["round"], client=client, body=small_delta(run, task["base_version"], task["upload_encoding"]), num_examples=50,
+        round_id=task["round"], client=client, body=small_delta(run, task["base_version"], task["upload_encoding"]),
+        num_examples=50,
         metrics=metrics or {"train_seconds": 0.5, "download_seconds": 0.1, "eval_seconds": 0.05},
         max_bytes=MAX_BYTES,
     )

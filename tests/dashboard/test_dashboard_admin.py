@@ -60,7 +60,8 @@ def test_editing_a_run_in_the_admin_records_a_configuration_version(admin_client
     form = admin_client.get(url).context["adminform"].form
     data = {name: form.initial.get(name) for name in form.fields}
     data = {k: ("" if v is None else v) for k, v in data.items() if not isinstance(v, bool) or v}
-    data = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in data.items()}  # as a browser posts JSON fields
+    # As a browser posts JSON fields.
+    data = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in data.items()}
     data.update({"learning_rate": "0.01", "configs-TOTAL_FORMS": "0", "configs-INITIAL_FORMS": "0",
                  "round_set-TOTAL_FORMS": "0", "round_set-INITIAL_FORMS": "0"})
     response = admin_client.post(url, data)

@@ -88,7 +88,8 @@ def test_the_page_loads_only_local_assets(staff):
 @override_settings(DEBUG=False)
 def test_static_files_are_served_without_debug_mode(client):
     # runserver/daphne serve static files only with DEBUG on; the dashboard must work without it.
-    for path in ("/static/dashboard/js/main.js", "/static/dashboard/vendor/chart.umd.min.js", "/static/admin/css/base.css"):
+    assets = ("/static/dashboard/js/main.js", "/static/dashboard/vendor/chart.umd.min.js", "/static/admin/css/base.css")
+    for path in assets:
         response = client.get(path)
         assert response.status_code == 200, path
         assert b"".join(response.streaming_content)
@@ -97,7 +98,7 @@ def test_static_files_are_served_without_debug_mode(client):
 
 def test_the_snapshot_has_clients_with_state_round_and_traffic(staff):
     run = running_run(min_clients=2, clients_per_round=2)
-    alpha, beta, gamma = join(run, "alpha"), join(run, "beta"), join(run, "gamma")
+    alpha, _beta, gamma = join(run, "alpha"), join(run, "beta"), join(run, "gamma")
     task = task_for(client=alpha)  # opens round 1 with two of the three
     client_pause(client=gamma, actor="olivia")
     snapshot = staff.get(f"/runs/{run.pk}/snapshot.json").json()
@@ -107,7 +108,8 @@ def test_the_snapshot_has_clients_with_state_round_and_traffic(staff):
     selected = [name for name, c in clients.items() if c["round"] == 1]
     assert "alpha" in selected and len(selected) == 2
     assert all(c["status"] == "training" for name, c in clients.items() if name in selected)
-    assert set(clients["alpha"]) >= {"progress", "num_examples", "last_seen", "bytes_sent", "bytes_received", "held_version"}
+    assert set(clients["alpha"]) >= {"progress", "num_examples", "last_seen", "bytes_sent", "bytes_received",
+                                     "held_version"}
     (open_round,) = snapshot["rounds"]
     assert open_round["id"] == task["round"] and open_round["status"] == "open"
     assert len(open_round["expected"]) == 2 and open_round["received"] == []

@@ -35,7 +35,8 @@ def test_a_delivered_update_is_laid_out_as_download_eval_train_then_upload():
 
 
 def test_device_durations_longer_than_what_the_server_saw_are_scaled_to_fit():
-    (lane,) = lanes(events=[selected(1)], updates=[UpdateRow(1, at(4.0), {"download_seconds": 2.0, "train_seconds": 6.0})])
+    (lane,) = lanes(events=[selected(1)],
+                    updates=[UpdateRow(1, at(4.0), {"download_seconds": 2.0, "train_seconds": 6.0})])
     assert lane["segments"][-1]["end"] == 4.0
     assert [s["kind"] for s in lane["segments"]] == ["download", "train"]
 

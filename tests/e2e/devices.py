@@ -12,7 +12,8 @@ class HttpDevice:
         self.num_examples = num_examples
         self.http = requests.Session()
         body = self.http.post(
-            f"{server_url}/api/v1/clients/", json={"name": name, "run": run_id, "num_examples": num_examples}, timeout=60
+            f"{server_url}/api/v1/clients/", json={"name": name, "run": run_id, "num_examples": num_examples},
+            timeout=60,
         )
         body.raise_for_status()
         self.id = body.json()["id"]

@@ -66,7 +66,8 @@ class Server:
         """One more engine worker (the task queue's consumer) for this server's database."""
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "engine"],
-            cwd=ROOT, env=self.env, stdout=(self.workdir / f"engine-{self.port}.log").open("ab"), stderr=subprocess.STDOUT,
+            cwd=ROOT, env=self.env, stdout=(self.workdir / f"engine-{self.port}.log").open("ab"),
+            stderr=subprocess.STDOUT,
         )
         self.engine_procs.append(proc)
         return proc

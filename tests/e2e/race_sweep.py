@@ -1,13 +1,12 @@
 """One contender in a stampede: set Django up, wait for the agreed instant, then sweep.
 
-Run as ``python race_sweep.py START_AT`` with the server's environment; prints what it saw.
+Run as ``python race_sweep.py START_AT`` with the server's environment and interpreter (the project
+installed in it); prints what it saw.
 """
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fedplatform.settings")
 
 import django  # noqa: E402

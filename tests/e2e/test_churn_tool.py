@@ -14,7 +14,8 @@ def test_the_churn_tool_crashes_and_returns_workers_while_the_run_completes(tmp_
     server.start()
     try:
         run = server.create_run(
-            name="churn tool", rounds=4, min_clients=2, clients_per_round=3, min_updates=2, round_timeout=20, offline_after=10
+            name="churn tool", rounds=4, min_clients=2, clients_per_round=3, min_updates=2, round_timeout=20,
+            offline_after=10,
         )
         result = subprocess.run(
             [sys.executable, "-m", "worker.churn", "--server", server.url, "--run", str(run["id"]), "--workers", "3",

@@ -14,7 +14,8 @@ def test_a_killed_and_restarted_server_completes_the_round_with_every_acknowledg
     try:
         server.start()
         run = server.create_run(
-            name="crash", rounds=3, min_clients=3, clients_per_round=3, min_updates=3, round_timeout=300, offline_after=300
+            name="crash", rounds=3, min_clients=3, clients_per_round=3, min_updates=3, round_timeout=300,
+            offline_after=300,
         )
         workers = [Worker(server, run["id"], i, partitions=3, limit=600) for i in range(2)]
         workers.append(Worker(server, run["id"], 0, partitions=1, limit=60000, name="slow"))  # ~15 s an epoch

@@ -27,7 +27,8 @@ def test_an_engine_worker_killed_mid_aggregation_leaves_the_round_to_be_closed_e
         devices = [HttpDevice(server.url, run["id"], f"d{i}") for i in range(6)]
         for device in devices:  # a device's first poll is what makes it selectable
             device.poll()
-        tasks = [wait_until(lambda d=d: d.poll().status_code == 200 and d.poll().json(), 60, what="a task") for d in devices]
+        tasks = [wait_until(lambda d=d: d.poll().status_code == 200 and d.poll().json(), 60, what="a task")
+                 for d in devices]
         for device, task in zip(devices[:-1], tasks[:-1]):
             assert device.upload_synthetic(task).status_code == 201
         server.kill_engines()  # so the last upload's close waits for the worker we will kill
@@ -55,7 +56,8 @@ def test_fifty_devices_long_polling_through_a_close_see_exactly_one_aggregation(
     server = Server(tmp_path, engines=2)  # two engine workers race for every round
     server.start()
     try:
-        run = server.create_run(name="fifty", rounds=2, min_clients=2, clients_per_round=2, min_updates=2, round_timeout=300)
+        run = server.create_run(name="fifty", rounds=2, min_clients=2, clients_per_round=2, min_updates=2,
+                                round_timeout=300)
         devices = [HttpDevice(server.url, run["id"], f"d{i}") for i in range(50)]
         statuses: list[int] = []
         stop = threading.Event()
@@ -73,7 +75,8 @@ def test_fifty_devices_long_polling_through_a_close_see_exactly_one_aggregation(
         threads = [threading.Thread(target=keep_polling, args=(d,), daemon=True) for d in devices]
         for thread in threads:
             thread.start()
-        wait_until(lambda: server.get(f"/api/v1/runs/{run['id']}/")["status"] == "finished", timeout=180, what="the run to finish")
+        wait_until(lambda: server.get(f"/api/v1/runs/{run['id']}/")["status"] == "finished", timeout=180,
+                   what="the run to finish")
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
@@ -95,7 +98,8 @@ def test_a_long_poll_is_woken_by_a_round_that_opens_through_another_server_proce
     first.start()
     second.start()
     try:
-        run = first.create_run(name="wake", rounds=1, min_clients=2, clients_per_round=2, min_updates=1, round_timeout=300)
+        run = first.create_run(name="wake", rounds=1, min_clients=2, clients_per_round=2, min_updates=1,
+                               round_timeout=300)
         waiting = HttpDevice(first.url, run["id"], "waiting")
         answers: dict = {}
 

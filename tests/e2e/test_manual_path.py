@@ -36,7 +36,8 @@ EXPECTED = [
 def manual_commands() -> dict[str, re.Match]:
     section = (ROOT / "README.md").read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
-    lines = [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    lines = [line.split("  #", 1)[0].strip() for line in block.splitlines()
+             if line.strip() and not line.startswith("#")]
     assert len(lines) == len(EXPECTED), lines
     matches = {}
     for line, (kind, pattern) in zip(lines, EXPECTED):
@@ -91,7 +92,8 @@ class Shell:
     def start(self, command: str, log: str) -> subprocess.Popen:
         # Its own process group: runserver's autoreloader runs the server in a child process.
         proc = subprocess.Popen(["bash", "-c", self.line(command)], cwd=ROOT, env=self.env,
-                                stdout=(self.workdir / log).open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=(self.workdir / log).open("ab"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
         self.background.append(proc)
         return proc
 

@@ -3,7 +3,6 @@ workers on PostgreSQL and Redis, DEBUG off, devices spread over both servers."""
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -73,10 +72,12 @@ def _started(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
 def test_two_servers_and_two_engines_on_postgres_and_redis(tmp_path, production_env):
     env, bin_dir = production_env, Path(sys.executable).parent
     subprocess.run([sys.executable, "manage.py", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
-    subprocess.run([sys.executable, "manage.py", "createsuperuser", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "manage.py", "createsuperuser", "--noinput"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
     ports = [free_port(), free_port()]
     procs = [
-        _started([str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "fedplatform.asgi:application"], env, tmp_path / f"server-{port}.log")
+        _started([str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "fedplatform.asgi:application"], env,
+                 tmp_path / f"server-{port}.log")
         for port in ports
     ] + [_started([sys.executable, "manage.py", "engine"], env, tmp_path / f"engine-{i}.log") for i in range(2)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from fedcore import codec
-from processes import ROOT, Server, Worker, stop_all, wait_until
+from processes import ROOT, Server, Worker, stop_all
 
 pytestmark = pytest.mark.e2e
 PG_ADMIN_URL = os.environ.get("FEDPLATFORM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -53,7 +53,8 @@ def test_two_servers_share_one_run_without_double_aggregation(tmp_path, database
     try:
         first.start()
         second.start()
-        run = first.create_run(name="two servers", rounds=3, min_clients=4, clients_per_round=4, min_updates=4, round_timeout=300)
+        run = first.create_run(name="two servers", rounds=3, min_clients=4, clients_per_round=4, min_updates=4,
+                               round_timeout=300)
         workers = [Worker(first if i % 2 else second, run["id"], i, partitions=4, limit=600) for i in range(4)]
         codes = [w.wait(timeout=300) for w in workers]
         stop_all(workers)
@@ -70,10 +71,12 @@ def test_two_servers_share_one_run_without_double_aggregation(tmp_path, database
 
 def _one_update_then_silence(server: Server) -> tuple[int, int]:
     """Open a round for two devices, deliver one update, and let the deadline pass unnoticed."""
-    run = server.create_run(name="stampede", rounds=1, min_clients=2, clients_per_round=2, min_updates=1, round_timeout=2)
+    run = server.create_run(name="stampede", rounds=1, min_clients=2, clients_per_round=2, min_updates=1,
+                            round_timeout=2)
     devices = []
     for name in ("a", "b"):
-        body = requests.post(f"{server.url}/api/v1/clients/", json={"name": name, "run": run["id"], "num_examples": 10}, timeout=30).json()
+        registration = {"name": name, "run": run["id"], "num_examples": 10}
+        body = requests.post(f"{server.url}/api/v1/clients/", json=registration, timeout=30).json()
         devices.append(requests.Session())
         devices[-1].headers["Authorization"] = f"Token {body['token']}"
     first_id, second_id = (c["id"] for c in server.get("/api/v1/clients/"))

@@ -122,7 +122,8 @@ def test_trimmed_mean_drops_the_extremes_of_each_coordinate():
 
 
 def test_trimmed_mean_keeps_a_value_when_the_round_is_small():
-    result = run("trimmed_mean", {"w": f32(0)}, [({"w": f32(1)}, 1), ({"w": f32(3)}, 1)], config={"trim_fraction": 0.49})
+    result = run("trimmed_mean", {"w": f32(0)}, [({"w": f32(1)}, 1), ({"w": f32(3)}, 1)],
+                 config={"trim_fraction": 0.49})
     np.testing.assert_allclose(result.model["w"], f32(2))
 
 
@@ -168,7 +169,8 @@ def test_clipping_composes_with_a_robust_rule_and_leaves_statistics_alone():
 def test_lazily_decoded_updates_give_the_same_result_as_decoded_ones():
     rng = np.random.default_rng(1)
     base = {"a": rng.normal(size=(6, 4)).astype(np.float32)}
-    blobs = [codec.encode({"a": rng.normal(size=(6, 4)).astype(np.float32)}, encoding="int8", kind="delta", base_version=0) for _ in range(3)]
+    blobs = [codec.encode({"a": rng.normal(size=(6, 4)).astype(np.float32)}, encoding="int8", kind="delta",
+                          base_version=0) for _ in range(3)]
     for name in ("fedavg", "fedadam", "median"):
         lazy = run(name, base, [(codec.decode_lazily(b, kind="delta"), 5) for b in blobs], config={"clip_norm": 1.0})
         eager = run(name, base, [(codec.decode(b).arrays, 5) for b in blobs], config={"clip_norm": 1.0})

@@ -28,8 +28,10 @@ from fedcore.tasks import (
 def test_the_builtin_task_fills_in_defaults_and_refuses_unknown_keys_wrong_types_and_choices():
     task = load_task(BUILTIN_TASK)
     assert task.validate_config({}) == {"arch": "cnn", "dataset": "fashion-mnist", "train_examples": 0}
-    assert task.validate_config({"arch": "resnet18", "dataset": "cifar10"}) == {"arch": "resnet18", "dataset": "cifar10", "train_examples": 0}
-    with pytest.raises(TaskConfigError, match=r"unknown configuration keys \['depth'\]; this task takes: arch, dataset, train_examples"):
+    assert task.validate_config({"arch": "resnet18", "dataset": "cifar10"}) == {
+        "arch": "resnet18", "dataset": "cifar10", "train_examples": 0}
+    with pytest.raises(TaskConfigError,
+                       match=r"unknown configuration keys \['depth'\]; this task takes: arch, dataset, train_examples"):
         task.validate_config({"depth": 3})
     with pytest.raises(TaskConfigError, match="'arch' must be a str"):
         task.validate_config({"arch": 18})
@@ -88,7 +90,8 @@ def test_a_users_task_module_is_loaded_by_path_and_trained_by_the_default_loops(
     assert (data.num_train, data.num_eval) == (48, 16)
     model = seeded_model(task, config, seed=0)
     before = task.evaluate(model, data.eval, device=torch.device("cpu"))
-    trained = task.train(model, data, TrainParams(epochs=20, batch_size=8, learning_rate=0.1), device=torch.device("cpu"))
+    trained = task.train(model, data, TrainParams(epochs=20, batch_size=8, learning_rate=0.1),
+                         device=torch.device("cpu"))
     after = task.evaluate(model, data.eval, device=torch.device("cpu"))
     assert set(trained) == {"loss", "accuracy"} and after["loss"] < before["loss"]
     sys.modules.pop("tiny_user_task", None)

@@ -20,7 +20,8 @@ def staff_api(operator) -> APIClient:
 @pytest.fixture
 def run(db):
     """A running two-round run that opens a round as soon as two clients are ready."""
-    created = run_create(name="test run", rounds=2, min_clients=2, clients_per_round=2, min_updates=1, round_timeout=300)
+    created = run_create(name="test run", rounds=2, min_clients=2, clients_per_round=2, min_updates=1,
+                         round_timeout=300)
     return run_control(run=created, action="start")
 
 

@@ -25,7 +25,8 @@ def test_a_runs_life_through_the_api_is_audited_with_its_operator(operator_api):
         assert operator_api.post(f"/api/v1/runs/{run_id}/{action}/").status_code == 200
     assert operator_api.patch(f"/api/v1/runs/{run_id}/", {"rounds": 3}, format="json").status_code == 200
     assert operator_api.post(f"/api/v1/runs/{run_id}/stop/").status_code == 200
-    assert _trail() == [("oscar", f"run.{a}", "run", run_id) for a in ("create", "start", "pause", "resume", "configure", "stop")]
+    actions = ("create", "start", "pause", "resume", "configure", "stop")
+    assert _trail() == [("oscar", f"run.{a}", "run", run_id) for a in actions]
     configure = AuditEntry.objects.get(action="run.configure")
     assert configure.details == {"config_version": 2, "rounds": 3} and configure.at is not None
 

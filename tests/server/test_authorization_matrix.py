@@ -20,7 +20,6 @@ from rest_framework.test import APIClient
 from clients.models import Admission, Client
 from clients.services import client_kick
 from fedcore import codec
-from rounds.lifecycle import run_control
 from rounds.models import Run, RunStatus
 
 from protocol_helpers import Device, delta_body
@@ -89,7 +88,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     # Devices: registration and enrollment need no credentials (a kicked token is still refused).
     ("client-list", "POST"): Row(lambda w: "/api/v1/clients/", everyone(201, kicked=403),
                                  body=lambda w, c: {"name": "again", "run": w.run.pk, "num_examples": 10}),
-    ("client-enrollment", "GET"): Row(lambda w: f"/api/v1/clients/enrollment/?run={w.run.pk}", everyone(200, kicked=403)),
+    ("client-enrollment", "GET"): Row(lambda w: f"/api/v1/clients/enrollment/?run={w.run.pk}",
+                                      everyone(200, kicked=403)),
     ("client-task", "GET"): Row(client("task/"), devices_only(200)),
     ("client-heartbeat", "POST"): Row(client("heartbeat/"), devices_only(200), body=lambda w, c: {"progress": 0.5}),
     ("client-token", "POST"): Row(client("token/"), devices_only(200)),
@@ -110,7 +110,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("task-list", "GET"): Row(lambda w: "/api/v1/tasks/", readers()),
     ("strategy-list", "GET"): Row(lambda w: "/api/v1/strategies/", readers()),
     ("run-list", "GET"): Row(lambda w: "/api/v1/runs/", readers()),
-    ("run-list", "POST"): Row(lambda w: "/api/v1/runs/", operators_only(201), body=lambda w, c: {"name": "m", "rounds": 1}),
+    ("run-list", "POST"): Row(lambda w: "/api/v1/runs/", operators_only(201),
+                              body=lambda w, c: {"name": "m", "rounds": 1}),
     ("run-detail", "GET"): Row(run(), readers()),
     ("run-detail", "PATCH"): Row(run(), operators_only(200), body=lambda w, c: {"rounds": 4}),
     ("run-detail", "PUT"): Row(run(), operators_only(405), body=lambda w, c: {"rounds": 4}),  # PATCH only
@@ -130,9 +131,11 @@ MATRIX: dict[tuple[str, str], Row] = {
     # The dashboard knows sessions, not device tokens: everyone without a role is sent to log in.
     ("dashboard:index", "GET"): Row(lambda w: "/", everyone(302, viewer=200, operator=200)),
     ("dashboard:run", "GET"): Row(lambda w: f"/runs/{w.run.pk}/", everyone(302, viewer=200, operator=200)),
-    ("dashboard:snapshot", "GET"): Row(lambda w: f"/runs/{w.run.pk}/snapshot.json", everyone(302, viewer=200, operator=200)),
+    ("dashboard:snapshot", "GET"): Row(lambda w: f"/runs/{w.run.pk}/snapshot.json",
+                                       everyone(302, viewer=200, operator=200)),
     ("dashboard:login", "GET"): Row(lambda w: "/login/", everyone(200)),
-    ("dashboard:login", "POST"): Row(lambda w: "/login/", everyone(200), body=lambda w, c: {"username": "x", "password": "y"}),
+    ("dashboard:login", "POST"): Row(lambda w: "/login/", everyone(200),
+                                     body=lambda w, c: {"username": "x", "password": "y"}),
     ("dashboard:login", "PUT"): Row(lambda w: "/login/", everyone(200)),  # Django's form view: PUT is its POST
     ("dashboard:logout", "POST"): Row(lambda w: "/logout/", everyone(302)),
 }
@@ -205,7 +208,8 @@ def _call(world: World, row: Row, method: str, caller: str) -> int:
         response = api.generic(method, path, body, content_type=codec.CONTENT_TYPE,
                                HTTP_X_NUM_EXAMPLES="100", HTTP_X_METRICS="{}")
     else:
-        response = getattr(api, method.lower())(path, body, format="json") if body is not None else getattr(api, method.lower())(path)
+        send = getattr(api, method.lower())
+        response = send(path, body, format="json") if body is not None else send(path)
     return response.status_code
 
 

@@ -63,7 +63,8 @@ json_scalars = st.one_of(
     st.integers(min_value=-(10**40), max_value=10**40), st.floats(allow_nan=True, allow_infinity=True),
 )
 json_values = st.recursive(
-    json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=20,
 )
 metric_keys = st.one_of(st.from_regex(r"[A-Za-z0-9_.\-]{1,70}", fullmatch=True), st.text(max_size=70))
@@ -156,7 +157,8 @@ def test_an_upload_passes_the_encoding_check_exactly_when_it_travels_as_the_roun
         assert exc.code == "wrong_encoding" and not all(fits(t) for t in tensors)
     else:
         assert all(fits(t) for t in tensors)
-        assert sent == asked or codec.wire_encoding(sent, "float32", (4, 3)) == codec.wire_encoding(asked, "float32", (4, 3))
+        assert sent == asked or (codec.wire_encoding(sent, "float32", (4, 3))
+                                 == codec.wire_encoding(asked, "float32", (4, 3)))
 
 
 def test_an_upload_limit_follows_the_model_and_fits_every_valid_upload_of_it(run):
@@ -343,7 +345,8 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(run
 def test_a_chunked_body_past_the_limit_is_cut_off_with_413(run, selected):
     alpha, _, task = selected
     limit = upload_limit_of(task)
-    status, answer = asgi_put(task["upload_url"], device_headers(alpha), [b"\0" * (limit // 2 + 1)] * 2 + [b"never read"])
+    status, answer = asgi_put(task["upload_url"], device_headers(alpha),
+                              [b"\0" * (limit // 2 + 1)] * 2 + [b"never read"])
     assert status == 413 and json.loads(answer)["code"] == "too_large"
     assert not Update.objects.exists()
 
@@ -382,7 +385,8 @@ def test_a_run_whose_device_sends_the_worst_metadata_it_can_still_closes_its_rou
     assert not Update.objects.exists()
 
     # The worst it may send: the largest weight its registration allows, every metric at a bound.
-    assert upload(hostile, hostile_task, body, X_NUM_EXAMPLES=str(MAX_NUM_EXAMPLES), X_METRICS=WORST_METRICS).status_code == 201
+    answer = upload(hostile, hostile_task, body, X_NUM_EXAMPLES=str(MAX_NUM_EXAMPLES), X_METRICS=WORST_METRICS)
+    assert answer.status_code == 201
     assert upload(honest, task, delta_body(run, task, -0.01)[0]).status_code == 201
 
     rnd = Round.objects.get(pk=task["round"])

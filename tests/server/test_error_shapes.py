@@ -67,7 +67,8 @@ def test_json_that_does_not_parse_is_a_400(staff_api, body):
 
 def test_a_json_body_over_the_request_limit_is_a_413(staff_api, settings):
     settings.FEDPLATFORM = {**settings.FEDPLATFORM, "MAX_REQUEST_BYTES": 100}
-    shaped(staff_api.post("/api/v1/runs/", json.dumps({"name": "x" * 200}), content_type="application/json"), 413, "too_large")
+    shaped(staff_api.post("/api/v1/runs/", json.dumps({"name": "x" * 200}), content_type="application/json"),
+           413, "too_large")
 
 
 def test_invalid_fields_are_a_400_naming_them(staff_api):

@@ -13,13 +13,13 @@ from fedplatform.models import AuditEntry
 from rounds import engine
 from rounds.models import Round
 
-from protocol_helpers import Device
 
 pytestmark = pytest.mark.django_db
 
 
 def _register(run, name: str = "dev", **extra):
-    return APIClient().post("/api/v1/clients/", {"name": name, "run": run.pk, "num_examples": 10, **extra}, format="json")
+    return APIClient().post("/api/v1/clients/", {"name": name, "run": run.pk, "num_examples": 10, **extra},
+                            format="json")
 
 
 def test_no_column_of_the_clients_table_holds_a_token_in_clear(device):
@@ -72,7 +72,8 @@ def test_with_approval_required_a_pending_client_polls_but_is_never_selected(run
     (rnd,) = Round.objects.filter(run=run)
     assert sorted(rnd.expected.values_list("pk", flat=True)) == sorted([alpha.id, beta.id])
     assert alpha.task().status_code == 200
-    assert list(AuditEntry.objects.filter(action="client.approve").values_list("target_id", flat=True)) == [beta.id, alpha.id]
+    approved = AuditEntry.objects.filter(action="client.approve").values_list("target_id", flat=True)
+    assert list(approved) == [beta.id, alpha.id]
 
 
 def test_approving_a_client_that_is_not_pending_is_a_conflict(device, staff_api):
@@ -100,7 +101,8 @@ def test_a_kick_with_a_ban_keeps_the_device_from_registering_again(run, device, 
     for response in (_register(run), APIClient().get(f"/api/v1/clients/enrollment/?run={run.pk}")):
         assert response.status_code == 403 and response.json()["code"] == "banned"
     # From another address (REMOTE_ADDR) it is let in; lifting the ban lets the first one in again.
-    other = APIClient(REMOTE_ADDR="10.1.2.3").post("/api/v1/clients/", {"name": "x", "run": run.pk, "num_examples": 3}, format="json")
+    other = APIClient(REMOTE_ADDR="10.1.2.3").post("/api/v1/clients/", {"name": "x", "run": run.pk, "num_examples": 3},
+                                                   format="json")
     assert other.status_code == 201
     Ban.objects.all().delete()
     assert _register(run).status_code == 201

@@ -25,17 +25,20 @@ def documented_environment() -> dict[str, str]:
 
 
 def manage(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "DJANGO_SETTINGS_MODULE") and not k.startswith("FEDPLATFORM_")}
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("DEBUG", "DJANGO_SETTINGS_MODULE") and not k.startswith("FEDPLATFORM_")}
     full.update(env)
     # This machine's services, not the example's host names (the checks open no connection).
     full["DATABASE_URL"] = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     full.pop("REDIS_URL", None)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_the_documented_production_configuration_passes_check_deploy(tmp_path):
     env = documented_environment()
-    assert {"SECRET_KEY", "ALLOWED_HOSTS", "FEDPLATFORM_HTTPS", "FEDPLATFORM_REQUIRE_APPROVAL", "FEDPLATFORM_ENROLLMENT_KEY"} <= set(env)
+    assert {"SECRET_KEY", "ALLOWED_HOSTS", "FEDPLATFORM_HTTPS", "FEDPLATFORM_REQUIRE_APPROVAL",
+            "FEDPLATFORM_ENROLLMENT_KEY"} <= set(env)
     env["SECRET_KEY"] = secrets.token_urlsafe(50)  # what the README says to put there
     env["FEDPLATFORM_ENROLLMENT_KEY"] = secrets.token_urlsafe(24)
     done = manage(["check", "--deploy", "--fail-level", "WARNING"], env, tmp_path)
@@ -67,7 +70,8 @@ def test_the_proxy_header_makes_requests_secure_and_http_is_redirected(tmp_path)
     full = {k: v for k, v in os.environ.items() if not k.startswith("FEDPLATFORM_")}
     full.update(env, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", DJANGO_SETTINGS_MODULE="fedplatform.settings")
     full.pop("REDIS_URL", None)
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=full, capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stderr
     redirect, secure = done.stdout.split("\n")[:2]
     assert redirect == "301 https://fed.example.org/api/v1/runs/"

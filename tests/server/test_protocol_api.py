@@ -107,7 +107,7 @@ def test_model_download_renders_json_when_asked(device, run):
 
 
 def test_the_same_update_sent_three_times_is_acknowledged_and_counted_once(device, run):
-    alpha, beta = device("alpha"), device("beta")
+    alpha, _beta = device("alpha"), device("beta")
     task = alpha.task().json()
     body, _ = delta_body(run, task, 0.01)
     first = alpha.upload(task, body)
@@ -159,7 +159,8 @@ def _forged_blob_with_nan(run) -> bytes:
                         "nbytes": raw.nbytes})
         payload += raw.tobytes()
     header = json.dumps({"kind": "delta", "base_version": 0, "meta": {}, "tensors": tensors}).encode()
-    return b"FEDT" + bytes([1]) + len(header).to_bytes(4, "little") + header + zstandard.ZstdCompressor().compress(payload)
+    compressed = zstandard.ZstdCompressor().compress(payload)
+    return b"FEDT" + bytes([1]) + len(header).to_bytes(4, "little") + header + compressed
 
 
 def test_an_update_with_nan_values_is_rejected(device, run):
@@ -280,7 +281,7 @@ def test_a_late_update_for_a_closed_round_gets_409_and_is_not_used(device, run):
 
 
 def test_a_kicked_clients_upload_is_refused_with_403_and_not_stored(device, run, staff_api):
-    alpha, beta = device("alpha"), device("beta")
+    alpha, _beta = device("alpha"), device("beta")
     task = alpha.task().json()
     assert staff_api.delete(f"/api/v1/clients/{alpha.id}/").status_code == 204
     assert Client.objects.get(pk=alpha.id).status == ClientStatus.KICKED

@@ -61,7 +61,7 @@ def test_lowering_the_round_count_below_what_is_done_finishes_the_run(staff_api,
 
 def test_a_newcomer_backfills_an_unfilled_round_when_the_run_allows_it(staff_api, run, device):
     staff_api.patch(f"/api/v1/runs/{run.pk}/", {"clients_per_round": 3, "allow_backfill": True}, format="json")
-    alpha, beta = device("alpha"), device("beta")
+    alpha, _beta = device("alpha"), device("beta")
     task = alpha.task().json()
     late = device("late")
     late_task = late.task().json()
@@ -70,7 +70,7 @@ def test_a_newcomer_backfills_an_unfilled_round_when_the_run_allows_it(staff_api
 
 
 def test_a_newcomer_waits_for_the_next_round_without_backfill(run, device):
-    alpha, beta = device("alpha"), device("beta")
+    alpha, _beta = device("alpha"), device("beta")
     alpha.task()
     late = device("late")
     assert late.task().status_code == 204

@@ -50,7 +50,8 @@ def _device(run, name):
 
 
 def test_a_run_is_created_with_a_strategy_and_its_defaults_filled_in(staff_api):
-    response = staff_api.post("/api/v1/runs/", {"name": "adam", "strategy": "fedadam", "strategy_config": {"server_lr": 0.1}},
+    response = staff_api.post("/api/v1/runs/",
+                              {"name": "adam", "strategy": "fedadam", "strategy_config": {"server_lr": 0.1}},
                               format="json")
     assert response.status_code == 201, response.content
     body = response.json()
@@ -77,7 +78,8 @@ def test_an_invalid_strategy_or_configuration_is_a_400_that_says_what_is_valid(s
 def test_the_strategies_endpoint_lists_every_strategy_and_its_parameters(staff_api, client):
     body = staff_api.get("/api/v1/strategies/").json()
     names = [s["name"] for s in body]
-    assert {"fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "median", "trimmed_mean", "krum"} <= set(names)
+    assert {"fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "median", "trimmed_mean",
+            "krum"} <= set(names)
     prox = next(s for s in body if s["name"] == "fedprox")
     assert prox["params"]["proximal_mu"]["default"] == 0.01
     assert next(s for s in body if s["name"] == "median")["streaming"] is False
@@ -145,7 +147,8 @@ def test_a_strategy_change_applies_from_the_next_round_and_the_strategy_itself_i
 
 
 def test_a_robust_rule_closes_the_round_without_the_outlier(db):
-    created = run_create(name="three", rounds=1, min_clients=3, clients_per_round=3, upload_encoding="float32", strategy="median")
+    created = run_create(name="three", rounds=1, min_clients=3, clients_per_round=3, upload_encoding="float32",
+                         strategy="median")
     run = run_control(run=created, action="start")
     devices = [_device(run, n) for n in ("a", "b", "c")]
     base = base_arrays(run, 0)

@@ -36,7 +36,8 @@ def test_the_api_lists_the_offered_tasks_with_their_defaults_and_whether_they_im
 
 
 def test_a_run_of_a_users_task_stores_its_full_configuration_and_manifest(staff_api):
-    response = staff_api.post("/api/v1/runs/", {"name": "wide", "task": USER_TASK, "task_config": {"width": 6}}, format="json")
+    response = staff_api.post("/api/v1/runs/", {"name": "wide", "task": USER_TASK, "task_config": {"width": 6}},
+                              format="json")
     assert response.status_code == 201, response.content
     body = response.json()
     assert (body["task"], body["task_config"]) == (USER_TASK, {"width": 6})
@@ -45,8 +46,10 @@ def test_a_run_of_a_users_task_stores_its_full_configuration_and_manifest(staff_
 
 
 def test_the_arch_and_dataset_shorthand_configures_the_builtin_task(staff_api):
-    body = staff_api.post("/api/v1/runs/", {"name": "c", "arch": "resnet18", "dataset": "cifar10"}, format="json").json()
-    assert (body["task"], body["task_config"]) == (BUILTIN_TASK, {"arch": "resnet18", "dataset": "cifar10", "train_examples": 0})
+    body = staff_api.post("/api/v1/runs/", {"name": "c", "arch": "resnet18", "dataset": "cifar10"},
+                          format="json").json()
+    assert (body["task"], body["task_config"]) == (
+        BUILTIN_TASK, {"arch": "resnet18", "dataset": "cifar10", "train_examples": 0})
 
 
 @pytest.mark.parametrize("payload, code, says", [
@@ -82,14 +85,16 @@ def test_enrollment_answers_like_registration_for_missing_closed_and_garbage_run
 
 
 def _register(run, **extra):
-    return APIClient().post("/api/v1/clients/", {"name": "d", "num_examples": 10, "run": run.pk, **extra}, format="json")
+    return APIClient().post("/api/v1/clients/", {"name": "d", "num_examples": 10, "run": run.pk, **extra},
+                            format="json")
 
 
 def test_a_device_whose_model_does_not_match_the_runs_manifest_is_refused(run):
     other = _digest(BUILTIN_TASK, {"dataset": "cifar10"})
     refused = _register(run, task=BUILTIN_TASK, manifest_digest=other)
     assert refused.status_code == 409 and refused.json()["code"] == "manifest_mismatch"
-    assert _register(run, task="another.name:for_the_same_model", manifest_digest=run.manifest_digest).status_code == 201
+    answer = _register(run, task="another.name:for_the_same_model", manifest_digest=run.manifest_digest)
+    assert answer.status_code == 201
     mismatch = _register(run, task=USER_TASK)
     assert mismatch.status_code == 409 and mismatch.json()["code"] == "task_mismatch"
     accepted = _register(run, task=BUILTIN_TASK, manifest_digest=run.manifest_digest).json()

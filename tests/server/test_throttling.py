@@ -62,7 +62,8 @@ def test_the_default_rates_come_from_the_environment():
     import sys
     from pathlib import Path
 
-    script = "import django; django.setup(); from django.conf import settings; print(settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'])"
+    script = ("import django; django.setup(); from django.conf import settings; "
+              "print(settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'])")
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "fedplatform.settings", "FEDPLATFORM_THROTTLE_CLIENT": "7/s",
            "FEDPLATFORM_THROTTLE_ANONYMOUS": "", "FEDPLATFORM_THROTTLE_OPERATOR": "9/hour"}
     done = subprocess.run([sys.executable, "-c", script], env=env, cwd=Path(__file__).resolve().parents[2],

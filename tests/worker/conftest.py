@@ -1,18 +1,14 @@
 """Fixtures for the worker tests.
 
-The helpers live in worker_stubhttp.py; this directory is put on sys.path so test modules can
-import them whatever pytest import mode the project uses (there is no tests/__init__.py).
+The helpers live in worker_stubhttp.py beside this file; pytest imports test modules and conftest
+files with their own folder on sys.path (there is no tests/__init__.py), so they import it by name.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from worker_stubhttp import FASHION_DIR, Route, StubServer  # noqa: E402
+from worker_stubhttp import FASHION_DIR, Route, StubServer
 
 
 @pytest.fixture

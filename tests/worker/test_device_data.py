@@ -1,4 +1,5 @@
-"""A device's share of a dataset (fedcore.partition.split_indices and the built-in image task) on the real Fashion-MNIST files."""
+"""A device's share of a dataset (fedcore.partition.split_indices and the built-in image task) on the real
+Fashion-MNIST files."""
 from __future__ import annotations
 
 import numpy as np

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -55,12 +54,16 @@ class FakeRun:
                          "manifest_digest": digest or DIGEST, "upload_encoding": "bfloat16"}
         base = "/api/v1"
         self.server = stub_server({
-            ("GET", f"{base}/clients/enrollment/"): lambda r: Reply(200, {**self.run_task, "name": "r", "status": "running"}),
+            ("GET", f"{base}/clients/enrollment/"):
+                lambda r: Reply(200, {**self.run_task, "name": "r", "status": "running"}),
             ("POST", f"{base}/clients/"): self.register,
-            ("GET", f"{base}/clients/{CLIENT}/task/"): lambda r: self._next(self.tasks, error(410, "run_finished", "done")),
+            ("GET", f"{base}/clients/{CLIENT}/task/"):
+                lambda r: self._next(self.tasks, error(410, "run_finished", "done")),
             ("GET", f"{base}/runs/{RUN}/model/"): self.model,
-            ("POST", f"{base}/clients/{CLIENT}/heartbeat/"): lambda r: self._next(self.heartbeats, Reply(200, {"action": "continue", "status": "training"})),
-            ("PUT", f"{base}/rounds/{ROUND}/updates/{CLIENT}/"): lambda r: self._next(self.uploads, Reply(201, {"accepted": True})),
+            ("POST", f"{base}/clients/{CLIENT}/heartbeat/"):
+                lambda r: self._next(self.heartbeats, Reply(200, {"action": "continue", "status": "training"})),
+            ("PUT", f"{base}/rounds/{ROUND}/updates/{CLIENT}/"):
+                lambda r: self._next(self.uploads, Reply(201, {"accepted": True})),
             ("DELETE", f"{base}/clients/{CLIENT}/"): lambda r: Reply(204),
         })
 
@@ -181,7 +184,8 @@ def test_a_missing_dataset_exits_with_code_2_and_says_how_to_get_it(stub_server,
 
 def test_a_run_on_another_dataset_than_the_chosen_one_exits_with_code_2(stub_server, fashion_dir):
     run = FakeRun(stub_server, tasks=[], dataset="cifar10",
-                  digest=manifest_digest(manifest_of(state_to_arrays(build_model("cnn", in_channels=3, image_size=32)))))
+                  digest=manifest_digest(manifest_of(state_to_arrays(build_model("cnn", in_channels=3,
+                                                                                   image_size=32)))))
     code, log = run_agent(run.server.url, fashion_dir, "--dataset", "fashion-mnist")
 
     assert code == ExitCode.USAGE
@@ -217,11 +221,10 @@ def test_a_registration_the_server_refuses_for_its_manifest_exits_with_code_6(st
 
 def test_sigterm_makes_the_worker_leave_the_server_and_exit_0(stub_server, fashion_dir):
     run = FakeRun(stub_server, tasks=[Reply(204, headers={"Retry-After": "30"})] * 50)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker", "--server", run.server.url, "--name", "sig",
          "--data", str(fashion_dir), "--limit", "32", "--device", "cpu", "--quiet"],
-        cwd=REPO, env=env, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stderr=subprocess.PIPE, text=True,
     )
     try:
         deadline = time.monotonic() + 30

@@ -32,7 +32,8 @@ def test_a_429_is_waited_out_for_its_retry_after_and_tried_again(stub_server):
                     Reply(201, {"id": 1})])
     server = stub_server({("POST", "/api/v1/clients/"): lambda request: next(answers)})
     delays = []
-    session = ApiSession(server.url, backoff_base=0.05, backoff_cap=5.0, on_retry=lambda what, delay: delays.append(delay))
+    session = ApiSession(server.url, backoff_base=0.05, backoff_cap=5.0,
+                         on_retry=lambda what, delay: delays.append(delay))
 
     assert session.json_call("POST", "clients/", {"name": "d"}) == {"id": 1}
     assert len(server.calls("POST", "/api/v1/clients/")) == 2

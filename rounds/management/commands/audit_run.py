@@ -26,11 +26,14 @@ class Command(BaseCommand):
         for rnd in rounds.order_by("number"):
             updates = list(rnd.updates.order_by("pk"))
             result = aggregate_round(rnd, updates)  # the very path closing took, update by update
-            stored = codec.decode(blobs.load(rnd.result_version.blob.name), kind="full").arrays
-            same = _identical(result.model, stored) and _identical(result.state, runstrategy.load_state(rnd.result_version))
+            version = rnd.result_version
+            if version is None:
+                raise CommandError(f"round {rnd.number} is closed but has no result version")
+            stored = codec.decode(blobs.load(version.blob.name), kind="full").arrays
+            same = _identical(result.model, stored) and _identical(result.state, runstrategy.load_state(version))
             mismatches += not same
             verdict = "ok" if same else "MISMATCH"
-            self.stdout.write(f"round {rnd.number}: {len(updates)} updates -> v{rnd.result_version.number}: {verdict}")
+            self.stdout.write(f"round {rnd.number}: {len(updates)} updates -> v{version.number}: {verdict}")
         if mismatches:
             raise CommandError(f"{mismatches} round(s) do not match their recorded updates")
         # What devices were sent: each broadcast re-derived from the previous replica and the exact

@@ -31,7 +31,8 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
         parser.add_argument("--task", default=BUILTIN_TASK, help="the task to federate, package.module:attribute")
         parser.add_argument("--task-config", type=json.loads, default=None, metavar="JSON",
-                            help='the task\'s configuration (default for the built-in: {"arch": "cnn", "dataset": "fashion-mnist"})')
+                            help="the task's configuration "
+                                 '(default for the built-in: {"arch": "cnn", "dataset": "fashion-mnist"})')
         parser.add_argument("--partition", choices=SCHEMES, default="iid", help="how the workers split the data")
         parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew for --partition dirichlet")
         parser.add_argument("--strategy", default="fedavg", help="how updates are aggregated (GET /api/v1/strategies/)")
@@ -45,7 +46,8 @@ class Command(BaseCommand):
                strategy: str, strategy_config: dict | None, **options):
         call_command("migrate", verbosity=0)
         password = os.environ.get("FEDPLATFORM_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
-        user, _ = get_user_model().objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
+        user, _ = get_user_model().objects.get_or_create(username="admin",
+                                                         defaults={"is_staff": True, "is_superuser": True})
         user.is_staff = user.is_superuser = True
         user.set_password(password)
         user.save()

@@ -1,7 +1,7 @@
 """A user's task outside fedcore, offered to the server through FEDPLATFORM_TASKS in tests."""
 from torch import nn
 
-from fedcore.tasks import DeviceData, Task, TaskConfigError
+from fedcore.tasks import Task, TaskConfigError
 
 
 class Wide(Task):
