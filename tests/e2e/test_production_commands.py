@@ -1,8 +1,11 @@
-"""The README's production section, run as written: two ASGI server processes and two engine
-workers on PostgreSQL and Redis, DEBUG off, devices spread over both servers."""
+"""The README's production section, run as written: two ASGI server processes (uvicorn) and two
+engine workers on PostgreSQL and Redis, DEBUG off, devices spread over both servers, and an
+operator's dashboard socket on one server hearing what happens through the other."""
+import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -69,6 +72,29 @@ def _started(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
+def _dashboard_socket(url: str):
+    """The dashboard's websocket, as a browser opens it after logging in at /login/."""
+    from websockets.sync.client import connect
+
+    browser = requests.Session()
+    browser.get(f"{url}/login/", timeout=10)
+    form = {"username": OPERATOR[0], "password": OPERATOR[1], "csrfmiddlewaretoken": browser.cookies["csrftoken"]}
+    answer = browser.post(f"{url}/login/", data=form, headers={"Referer": f"{url}/login/"}, timeout=30,
+                          allow_redirects=False)
+    assert answer.status_code == 302, answer.text[:500]
+    cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+    ws_url = url.replace("http://", "ws://") + "/ws/dashboard/"
+    return connect(ws_url, additional_headers={"Cookie": cookie, "Origin": url}, open_timeout=10)
+
+
+def _wait_for_event(socket, kind: str, timeout: float = 30, **fields) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        message = json.loads(socket.recv(timeout=max(0.1, deadline - time.monotonic())))
+        if message["event"] == kind and all(message["data"].get(k) == v for k, v in fields.items()):
+            return message["data"]
+
+
 def test_two_servers_and_two_engines_on_postgres_and_redis(tmp_path, production_env):
     env, bin_dir = production_env, Path(sys.executable).parent
     subprocess.run([sys.executable, "manage.py", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
@@ -76,8 +102,8 @@ def test_two_servers_and_two_engines_on_postgres_and_redis(tmp_path, production_
                    capture_output=True)
     ports = [free_port(), free_port()]
     procs = [
-        _started([str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "fedplatform.asgi:application"], env,
-                 tmp_path / f"server-{port}.log")
+        _started([str(bin_dir / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--no-proxy-headers",
+                  "fedplatform.asgi:application"], env, tmp_path / f"server-{port}.log")
         for port in ports
     ] + [_started([sys.executable, "manage.py", "engine"], env, tmp_path / f"engine-{i}.log") for i in range(2)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
@@ -97,12 +123,15 @@ def test_two_servers_and_two_engines_on_postgres_and_redis(tmp_path, production_
         # DEBUG is off: the dashboard and its assets are still served by each process.
         page = operator.get(f"{urls[1]}/", timeout=10)
         assert page.status_code in (200, 302)
-        response = operator.post(f"{urls[0]}/api/v1/runs/", timeout=30, json=dict(
-            name="production", rounds=2, min_clients=4, clients_per_round=4, min_updates=4, round_timeout=300,
-        ))
-        assert response.status_code == 201, response.text
-        run = response.json()
-        assert operator.post(f"{urls[1]}/api/v1/runs/{run['id']}/start/", timeout=30).status_code == 200
+        # An operator's dashboard socket on the second process hears what the first one does.
+        with _dashboard_socket(urls[1]) as dashboard:
+            response = operator.post(f"{urls[0]}/api/v1/runs/", timeout=30, json=dict(
+                name="production", rounds=2, min_clients=4, clients_per_round=4, min_updates=4, round_timeout=300,
+            ))
+            assert response.status_code == 201, response.text
+            run = response.json()
+            assert operator.post(f"{urls[0]}/api/v1/runs/{run['id']}/start/", timeout=30).status_code == 200
+            _wait_for_event(dashboard, "run.changed", id=run["id"], status="running")
         workers = [Worker(_Endpoint(urls[i % 2], tmp_path), run["id"], i, partitions=4, limit=500) for i in range(4)]
         codes = [w.wait(timeout=400) for w in workers]
         assert codes == [0, 0, 0, 0], "\n".join(w.output()[-1500:] for w in workers)
