@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from fedcore.codec import ENCODINGS
-from fedplatform.limits import MAX_NUM_EXAMPLES
+from fedplatform.limits import MAX_ID_DIGITS, MAX_NUM_EXAMPLES
 from fedplatform.serializers import ModelSerializer, Serializer
 
 from .models import Client
@@ -82,7 +82,8 @@ class RejectSerializer(Serializer):
 class HeartbeatSerializer(Serializer):
     status = serializers.CharField(required=False, max_length=32, help_text="what the device says it does")
     progress = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    round = serializers.IntegerField(required=False, min_value=1)
+    # An id, so at most MAX_ID_DIGITS digits: a larger one overflowed the database's integer (a 500).
+    round = serializers.IntegerField(required=False, min_value=1, max_value=10**MAX_ID_DIGITS - 1)
 
 
 class HeartbeatReplySerializer(Serializer):

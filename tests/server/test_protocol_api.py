@@ -317,6 +317,14 @@ def test_heartbeat_says_continue_while_wanted_and_abort_after_the_round_is_gone(
     assert alpha.api.post(url, {"round": task["round"]}, format="json").json()["action"] == "abort"
 
 
+def test_a_heartbeat_naming_a_round_id_past_64_bits_is_a_400_not_a_database_overflow(device):
+    alpha = device("alpha")
+    url = f"/api/v1/clients/{alpha.id}/heartbeat/"
+    response = alpha.api.post(url, {"round": 111664604258500591616}, format="json")
+    assert response.status_code == 400 and "round" in response.json()["errors"]
+    assert alpha.api.post(url, {"round": 10**18 - 1}, format="json").json()["action"] == "abort"
+
+
 def test_a_finished_run_tells_its_clients_it_is_over(device, run, staff_api):
     alpha = device("alpha")
     staff_api.post(f"/api/v1/runs/{run.pk}/stop/")
