@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.utils.crypto import constant_time_compare
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -69,6 +69,10 @@ def _check_model(run: Run, task: str | None, digest: str | None) -> None:
         raise Conflict(f"run {run.pk} trains {run.task!r}, not {task!r}", "task_mismatch")
 
 
+@extend_schema_view(
+    list=extend_schema(responses={200: ClientSerializer(many=True), **ERRORS}),
+    retrieve=extend_schema(responses={200: ClientSerializer, **ERRORS}),
+)
 class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Devices register and leave; operators list, pause, resume and kick them. (A device's task
     and heartbeats belong to its run's rounds: ``rounds.views``.)"""

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseNotModified
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -31,6 +31,12 @@ _newest_version = Prepared(lambda run: ModelVersion.objects.filter(run_id=run).o
 BINARY = {codec.CONTENT_TYPE: OpenApiTypes.BINARY}
 
 
+@extend_schema_view(
+    list=extend_schema(responses={200: RunSerializer(many=True), **ERRORS}),
+    create=extend_schema(responses={201: RunSerializer, **ERRORS}),
+    retrieve=extend_schema(responses={200: RunSerializer, **ERRORS}),
+    partial_update=extend_schema(responses={200: RunSerializer, **ERRORS}),
+)
 class RunViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
 ):
@@ -243,6 +249,10 @@ class StrategyListView(APIView):
         return Response(describe_strategies())
 
 
+@extend_schema_view(
+    list=extend_schema(responses={200: RoundSerializer(many=True), **ERRORS}),
+    retrieve=extend_schema(responses={200: RoundSerializer, **ERRORS}),
+)
 class RoundViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Rounds with their participants, updates, metrics and bytes (operators)."""
 
