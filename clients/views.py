@@ -6,7 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 
-from fedplatform.api import ErrorSerializer, IsClient, IsClientSelfOrOperator
+from fedplatform.api import BODY_ERRORS, ERRORS, IsClient, IsClientSelfOrOperator
 from fedplatform.errors import Conflict, Forbidden, Invalid, NotFound
 from fedplatform.prepared import Prepared
 from fedplatform.roles import CanOperate, CanView
@@ -22,8 +22,6 @@ from .serializers import (
     RejectSerializer,
     TokenSerializer,
 )
-
-ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
 
 
 def _address(request) -> str | None:
@@ -103,7 +101,7 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             raise Forbidden(message or "not allowed", "not_your_resource")
         super().permission_denied(request, message=message, code=code)
 
-    @extend_schema(request=RegisterSerializer, responses={201: RegisteredSerializer, **ERRORS}, auth=[])
+    @extend_schema(request=RegisterSerializer, responses={201: RegisteredSerializer, **BODY_ERRORS}, auth=[])
     def create(self, request):
         data = RegisterSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -181,7 +179,7 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         """Admit a pending client: from now on rounds may select it."""
         return self._control("approve")
 
-    @extend_schema(request=RejectSerializer, responses={200: ClientSerializer, **ERRORS})
+    @extend_schema(request=RejectSerializer, responses={200: ClientSerializer, **BODY_ERRORS})
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
         """Refuse a pending client (its token answers 403 kicked); ``ban`` also bans its address."""

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from clients.models import Client
 from fedcore import codec
 from fedcore.strategies import describe_strategies
-from fedplatform.api import ErrorSerializer, IsClient, TensorParser, TensorRenderer
+from fedplatform.api import BODY_ERRORS, ERRORS, ErrorSerializer, IsClient, TensorParser, TensorRenderer
 from fedplatform.audit import audit_record
 from fedplatform.errors import Conflict, Forbidden, Invalid, NotFound
 from fedplatform.prepared import Prepared
@@ -22,8 +22,6 @@ from . import blobs, device_input, downloads, exports, lifecycle, protocol, runt
 from .models import ExportStatus, ModelVersion, Round, Run
 from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer, RunConfigSerializer, RunSerializer
 
-ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
-
 # The model download's reads, compiled once (fedplatform.prepared): a round's devices all ask at once.
 _run_by_pk = Prepared(lambda pk: Run.objects.filter(pk=pk), int)
 _version_numbered = Prepared(lambda run, number: ModelVersion.objects.filter(run_id=run, number=number), int, int)
@@ -33,9 +31,9 @@ BINARY = {codec.CONTENT_TYPE: OpenApiTypes.BINARY}
 
 @extend_schema_view(
     list=extend_schema(responses={200: RunSerializer(many=True), **ERRORS}),
-    create=extend_schema(responses={201: RunSerializer, **ERRORS}),
+    create=extend_schema(responses={201: RunSerializer, **BODY_ERRORS}),
     retrieve=extend_schema(responses={200: RunSerializer, **ERRORS}),
-    partial_update=extend_schema(responses={200: RunSerializer, **ERRORS}),
+    partial_update=extend_schema(responses={200: RunSerializer, **BODY_ERRORS}),
 )
 class RunViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
@@ -359,7 +357,7 @@ class DeviceTaskView(_DeviceView):
 class HeartbeatView(_DeviceView):
     """Liveness and training progress; the answer says whether to continue, abort or stop."""
 
-    @extend_schema(operation_id="clients_heartbeat_create", request=HeartbeatSerializer, responses={200: HeartbeatReplySerializer, **ERRORS})
+    @extend_schema(operation_id="clients_heartbeat_create", request=HeartbeatSerializer, responses={200: HeartbeatReplySerializer, **BODY_ERRORS})
     def post(self, request, pk: int):
         client = self.device(request, pk)
         data = HeartbeatSerializer(data=request.data)
