@@ -126,6 +126,14 @@ class RunViewSet(
                 f"encoding, or with `Accept: {downloads.CHAIN_CONTENT_TYPE}` the chain of them; otherwise "
                 "the replica's float32 snapshot. `X-Model-Digest` names the bits the device then holds",
             ),
+            OpenApiParameter("ETag", str, OpenApiParameter.HEADER, response=[200, 304],
+                             description='the version number, quoted (`"5"`); not with `format`'),
+            OpenApiParameter("X-Model-Version", int, OpenApiParameter.HEADER, response=[200], required=True),
+            OpenApiParameter("X-Base-Version", int, OpenApiParameter.HEADER, response=[200],
+                             description="with `base`: the version a delta or chain starts from"),
+            OpenApiParameter("X-Model-Digest", str, OpenApiParameter.HEADER, response=[200],
+                             description="SHA-256 of the bits a device holds once it has applied the answer"),
+            OpenApiParameter("Retry-After", int, OpenApiParameter.HEADER, response=[202], required=True),
             OpenApiParameter(
                 "format", str, enum=list(exports.FORMATS),
                 description="a standard file instead of the wire format: `safetensors` (tensors by state_dict "
@@ -259,6 +267,14 @@ class RoundViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     permission_classes = [CanView]
 
 
+class UpdateAcceptedSerializer(serializers.Serializer):
+    round = serializers.IntegerField()
+    client = serializers.IntegerField()
+    bytes = serializers.IntegerField(help_text="the update's size on the wire")
+    sha256 = serializers.CharField(help_text="of the body as received")
+    duplicate = serializers.BooleanField(help_text="true: this identical update was already accepted, and counts once")
+
+
 class UpdateUploadView(APIView):
     """A selected client uploads its update for a round: the delta from the round's base version.
 
@@ -281,8 +297,8 @@ class UpdateUploadView(APIView):
             OpenApiParameter("X-Metrics", str, OpenApiParameter.HEADER, description="JSON object of numbers"),
         ],
         responses={
-            201: OpenApiResponse(description="accepted"),
-            200: OpenApiResponse(description="the identical update was already accepted"),
+            201: OpenApiResponse(UpdateAcceptedSerializer, description="accepted"),
+            200: OpenApiResponse(UpdateAcceptedSerializer, description="the identical update was already accepted"),
             413: ErrorSerializer,
             **ERRORS,
         },
@@ -330,7 +346,9 @@ class DeviceTaskView(_DeviceView):
                 "wait", int,
                 description="seconds to hold the request while there is nothing to do (at most "
                 "FEDPLATFORM_LONG_POLL_MAX, 30 by default, and a third of the run's offline_after)",
-            )
+            ),
+            OpenApiParameter("Retry-After", float, OpenApiParameter.HEADER, response=[204], required=True,
+                             description="seconds to wait before polling again"),
         ],
         responses={
             200: TaskSerializer,
