@@ -6,6 +6,9 @@ from fedplatform.serializers import ModelSerializer, Serializer
 
 from .models import Client
 
+# What a worker sends is one flat object (worker/deviceinfo.py); this leaves room for a little structure.
+DEVICE_INFO_DEPTH = 8
+
 
 class RegisterSerializer(Serializer):
     name = serializers.CharField(max_length=100)
@@ -30,6 +33,21 @@ class RegisterSerializer(Serializer):
         return [name for name in value if name in ENCODINGS]
 
     def validate_device(self, value: dict) -> dict:
+        # Walked without recursion, before anything renders it: JSON nested 900 deep parses, but
+        # rendering it (str, or the JSON column's encoder) overflowed Python's stack, a 500; and
+        # PostgreSQL's jsonb refuses a NUL character anywhere in it, another 500.
+        stack = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if depth > DEVICE_INFO_DEPTH:
+                raise serializers.ValidationError(f"device info is nested deeper than {DEVICE_INFO_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((child, depth + 1) for child in item.values())
+            elif isinstance(item, list):
+                stack.extend((child, depth + 1) for child in item)
+            elif isinstance(item, str) and "\x00" in item:
+                raise serializers.ValidationError("device info may not contain NUL characters")
         if len(str(value)) > 2000:
             raise serializers.ValidationError("device info is limited to 2000 characters")
         return value
