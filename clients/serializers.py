@@ -1,10 +1,13 @@
 from rest_framework import serializers
 
 from fedcore.codec import ENCODINGS
-from fedplatform.limits import MAX_NUM_EXAMPLES
+from fedplatform.limits import MAX_ID_DIGITS, MAX_NUM_EXAMPLES
 from fedplatform.serializers import ModelSerializer, Serializer
 
 from .models import Client
+
+# What a worker sends is one flat object (worker/deviceinfo.py); this leaves room for a little structure.
+DEVICE_INFO_DEPTH = 8
 
 
 class RegisterSerializer(Serializer):
@@ -30,6 +33,21 @@ class RegisterSerializer(Serializer):
         return [name for name in value if name in ENCODINGS]
 
     def validate_device(self, value: dict) -> dict:
+        # Walked without recursion, before anything renders it: JSON nested 900 deep parses, but
+        # rendering it (str, or the JSON column's encoder) overflowed Python's stack, a 500; and
+        # PostgreSQL's jsonb refuses a NUL character anywhere in it, another 500.
+        stack = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if depth > DEVICE_INFO_DEPTH:
+                raise serializers.ValidationError(f"device info is nested deeper than {DEVICE_INFO_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((child, depth + 1) for child in item.values())
+            elif isinstance(item, list):
+                stack.extend((child, depth + 1) for child in item)
+            elif isinstance(item, str) and "\x00" in item:
+                raise serializers.ValidationError("device info may not contain NUL characters")
         if len(str(value)) > 2000:
             raise serializers.ValidationError("device info is limited to 2000 characters")
         return value
@@ -82,7 +100,8 @@ class RejectSerializer(Serializer):
 class HeartbeatSerializer(Serializer):
     status = serializers.CharField(required=False, max_length=32, help_text="what the device says it does")
     progress = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    round = serializers.IntegerField(required=False, min_value=1)
+    # An id, so at most MAX_ID_DIGITS digits: a larger one overflowed the database's integer (a 500).
+    round = serializers.IntegerField(required=False, min_value=1, max_value=10**MAX_ID_DIGITS - 1)
 
 
 class HeartbeatReplySerializer(Serializer):

@@ -1,12 +1,12 @@
 from django.conf import settings
 from django.utils.crypto import constant_time_compare
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 
-from fedplatform.api import ErrorSerializer, IsClient, IsClientSelfOrOperator
+from fedplatform.api import BODY_ERRORS, ERRORS, IsClient, IsClientSelfOrOperator
 from fedplatform.errors import Conflict, Forbidden, Invalid, NotFound
 from fedplatform.prepared import Prepared
 from fedplatform.roles import CanOperate, CanView
@@ -22,8 +22,6 @@ from .serializers import (
     RejectSerializer,
     TokenSerializer,
 )
-
-ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
 
 
 def _address(request) -> str | None:
@@ -69,6 +67,10 @@ def _check_model(run: Run, task: str | None, digest: str | None) -> None:
         raise Conflict(f"run {run.pk} trains {run.task!r}, not {task!r}", "task_mismatch")
 
 
+@extend_schema_view(
+    list=extend_schema(responses={200: ClientSerializer(many=True), **ERRORS}),
+    retrieve=extend_schema(responses={200: ClientSerializer, **ERRORS}),
+)
 class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Devices register and leave; operators list, pause, resume and kick them. (A device's task
     and heartbeats belong to its run's rounds: ``rounds.views``.)"""
@@ -77,6 +79,11 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     serializer_class = ClientSerializer
 
     def get_permissions(self):
+        if self.action is None:
+            # A method the path does not offer: DRF checks permissions before it answers 405, so
+            # DELETE clients/enrollment/ without credentials was a 401 on a path that needs none.
+            # Nothing runs for it but the 405.
+            return []
         if self.action in ("create", "enrollment"):
             return [permissions.AllowAny()]
         if self.action in ("retrieve", "destroy"):
@@ -99,7 +106,7 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             raise Forbidden(message or "not allowed", "not_your_resource")
         super().permission_denied(request, message=message, code=code)
 
-    @extend_schema(request=RegisterSerializer, responses={201: RegisteredSerializer, **ERRORS}, auth=[])
+    @extend_schema(request=RegisterSerializer, responses={201: RegisteredSerializer, **BODY_ERRORS}, auth=[])
     def create(self, request):
         data = RegisterSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -177,7 +184,7 @@ class ClientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         """Admit a pending client: from now on rounds may select it."""
         return self._control("approve")
 
-    @extend_schema(request=RejectSerializer, responses={200: ClientSerializer, **ERRORS})
+    @extend_schema(request=RejectSerializer, responses={200: ClientSerializer, **BODY_ERRORS})
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
         """Refuse a pending client (its token answers 403 kicked); ``ban`` also bans its address."""

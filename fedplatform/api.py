@@ -15,6 +15,12 @@ ErrorSerializer = inline_serializer(
     name="Error",
     fields={"code": serializers.CharField(), "detail": serializers.CharField()},
 )
+# The error answers every operation documents (docs/api.md): among them 406 (the request's Accept
+# names nothing the operation renders) and 413 (a declared body over the limit, refused by the
+# ASGI handler whatever the method). An operation with its own (410, ...) lists them too.
+ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 406, 409, 413, 429)}
+# ...and one that parses a JSON or form body: 415 for a body in another media type, or none.
+BODY_ERRORS = {**ERRORS, 415: ErrorSerializer}
 
 
 class IsClient(permissions.BasePermission):

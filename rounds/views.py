@@ -3,7 +3,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseNotModified
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from clients.models import Client
 from fedcore import codec
 from fedcore.strategies import describe_strategies
-from fedplatform.api import ErrorSerializer, IsClient, TensorParser, TensorRenderer
+from fedplatform.api import BODY_ERRORS, ERRORS, ErrorSerializer, IsClient, TensorParser, TensorRenderer
 from fedplatform.audit import audit_record
 from fedplatform.errors import Conflict, Forbidden, Invalid, NotFound
 from fedplatform.prepared import Prepared
@@ -24,8 +24,6 @@ from . import blobs, device_input, downloads, exports, lifecycle, protocol, runt
 from .models import ExportStatus, ModelVersion, Round, Run
 from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer, RunConfigSerializer, RunSerializer
 
-ERRORS = {code: ErrorSerializer for code in (400, 401, 403, 404, 409, 429)}
-
 # The model download's reads, compiled once (fedplatform.prepared): a round's devices all ask at once.
 _run_by_pk = Prepared(lambda pk: Run.objects.filter(pk=pk), int)
 _version_numbered = Prepared(lambda run, number: ModelVersion.objects.filter(run_id=run, number=number), int, int)
@@ -33,6 +31,12 @@ _newest_version = Prepared(lambda run: ModelVersion.objects.filter(run_id=run).o
 BINARY = {codec.CONTENT_TYPE: OpenApiTypes.BINARY}
 
 
+@extend_schema_view(
+    list=extend_schema(responses={200: RunSerializer(many=True), **ERRORS}),
+    create=extend_schema(responses={201: RunSerializer, **BODY_ERRORS}),
+    retrieve=extend_schema(responses={200: RunSerializer, **ERRORS}),
+    partial_update=extend_schema(responses={200: RunSerializer, **BODY_ERRORS}),
+)
 class RunViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin,
     viewsets.GenericViewSet,
@@ -128,6 +132,14 @@ class RunViewSet(
                 f"encoding, or with `Accept: {downloads.CHAIN_CONTENT_TYPE}` the chain of them; otherwise "
                 "the replica's float32 snapshot. `X-Model-Digest` names the bits the device then holds",
             ),
+            OpenApiParameter("ETag", str, OpenApiParameter.HEADER, response=[200, 304],
+                             description='the version number, quoted (`"5"`); not with `format`'),
+            OpenApiParameter("X-Model-Version", int, OpenApiParameter.HEADER, response=[200], required=True),
+            OpenApiParameter("X-Base-Version", int, OpenApiParameter.HEADER, response=[200],
+                             description="with `base`: the version a delta or chain starts from"),
+            OpenApiParameter("X-Model-Digest", str, OpenApiParameter.HEADER, response=[200],
+                             description="SHA-256 of the bits a device holds once it has applied the answer"),
+            OpenApiParameter("Retry-After", int, OpenApiParameter.HEADER, response=[202], required=True),
             OpenApiParameter(
                 "format", str, enum=list(exports.FORMATS),
                 description="a standard file instead of the wire format: `safetensors` (tensors by state_dict "
@@ -253,6 +265,10 @@ class StrategyListView(APIView):
         return Response(describe_strategies())
 
 
+@extend_schema_view(
+    list=extend_schema(responses={200: RoundSerializer(many=True), **ERRORS}),
+    retrieve=extend_schema(responses={200: RoundSerializer, **ERRORS}),
+)
 class RoundViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Rounds with their participants, updates, metrics and bytes (operators)."""
 
@@ -260,6 +276,14 @@ class RoundViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         "expected", "updates__client")
     serializer_class = RoundSerializer
     permission_classes = [CanView]
+
+
+class UpdateAcceptedSerializer(serializers.Serializer):
+    round = serializers.IntegerField()
+    client = serializers.IntegerField()
+    bytes = serializers.IntegerField(help_text="the update's size on the wire")
+    sha256 = serializers.CharField(help_text="of the body as received")
+    duplicate = serializers.BooleanField(help_text="true: this identical update was already accepted, and counts once")
 
 
 class UpdateUploadView(APIView):
@@ -284,8 +308,8 @@ class UpdateUploadView(APIView):
             OpenApiParameter("X-Metrics", str, OpenApiParameter.HEADER, description="JSON object of numbers"),
         ],
         responses={
-            201: OpenApiResponse(description="accepted"),
-            200: OpenApiResponse(description="the identical update was already accepted"),
+            201: OpenApiResponse(UpdateAcceptedSerializer, description="accepted"),
+            200: OpenApiResponse(UpdateAcceptedSerializer, description="the identical update was already accepted"),
             413: ErrorSerializer,
             **ERRORS,
         },
@@ -344,7 +368,9 @@ class DeviceTaskView(_DeviceView):
                 "wait", int,
                 description="seconds to hold the request while there is nothing to do (at most "
                 "FEDPLATFORM_LONG_POLL_MAX, 30 by default, and a third of the run's offline_after)",
-            )
+            ),
+            OpenApiParameter("Retry-After", float, OpenApiParameter.HEADER, response=[204], required=True,
+                             description="seconds to wait before polling again"),
         ],
         responses={
             200: TaskSerializer,
@@ -371,7 +397,7 @@ class HeartbeatView(_DeviceView):
     """Liveness and training progress; the answer says whether to continue, abort or stop."""
 
     @extend_schema(operation_id="clients_heartbeat_create", request=HeartbeatSerializer,
-                   responses={200: HeartbeatReplySerializer, **ERRORS})
+                   responses={200: HeartbeatReplySerializer, **BODY_ERRORS})
     def post(self, request, pk: int):
         client = self.device(request, pk)
         data = HeartbeatSerializer(data=request.data)

@@ -56,6 +56,14 @@ def test_a_method_the_endpoint_does_not_have_is_a_405(staff_api, run):
     shaped(staff_api.delete(f"/api/v1/runs/{run.pk}/"), 405, "method_not_allowed")
 
 
+@pytest.mark.parametrize(("method", "path"), [("delete", "/api/v1/clients/enrollment/"), ("put", "/api/v1/clients/"),
+                                              ("patch", "/api/v1/clients/enrollment/")])
+def test_a_method_a_path_without_credentials_does_not_have_is_a_405_to_anyone(method, path):
+    response = getattr(APIClient(), method)(path)
+    shaped(response, 405, "method_not_allowed")
+    assert "GET" in response["Allow"]
+
+
 def test_a_body_in_a_media_type_the_endpoint_does_not_parse_is_a_415(staff_api):
     shaped(staff_api.post("/api/v1/runs/", "name=x", content_type="text/plain"), 415, "unsupported_media_type")
 

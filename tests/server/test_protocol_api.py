@@ -318,6 +318,14 @@ def test_heartbeat_says_continue_while_wanted_and_abort_after_the_round_is_gone(
     assert alpha.api.post(url, {"round": task["round"]}, format="json").json()["action"] == "abort"
 
 
+def test_a_heartbeat_naming_a_round_id_past_64_bits_is_a_400_not_a_database_overflow(device):
+    alpha = device("alpha")
+    url = f"/api/v1/clients/{alpha.id}/heartbeat/"
+    response = alpha.api.post(url, {"round": 111664604258500591616}, format="json")
+    assert response.status_code == 400 and "round" in response.json()["errors"]
+    assert alpha.api.post(url, {"round": 10**18 - 1}, format="json").json()["action"] == "abort"
+
+
 def test_a_finished_run_tells_its_clients_it_is_over(device, run, staff_api):
     alpha = device("alpha")
     staff_api.post(f"/api/v1/runs/{run.pk}/stop/")
@@ -336,3 +344,23 @@ def test_registration_keeps_only_the_encodings_this_server_knows(run):
     )
     assert response.status_code == 201
     assert Client.objects.get(pk=response.json()["id"]).accepts == ["float32", "int8"]
+
+
+@pytest.mark.parametrize("info", [{"gpu": "a\u0000b"}, {"nul\u0000key": 1}, {"list": ["ok", ["\u0000"]]},
+                                    {"deep": [[[[[[[[["too deep"]]]]]]]]]}])
+def test_device_info_with_a_nul_or_nested_past_eight_levels_is_refused(run, info):
+    from rest_framework.test import APIClient
+
+    response = APIClient().post("/api/v1/clients/", {"name": "odd", "run": run.pk, "num_examples": 5, "device": info},
+                                format="json")
+    assert response.status_code == 400 and "device" in response.json()["errors"], response.content
+    assert not Client.objects.filter(name="odd").exists()
+
+
+def test_device_info_nested_as_deep_as_json_parses_is_a_400_not_a_stack_overflow(run):
+    """900 levels parse (Python's recursion limit is 1000) but overflowed the stack when stored."""
+    from rest_framework.test import APIClient
+
+    body = '{"name": "deep", "run": %d, "num_examples": 5, "device": {"a": %s1%s}}' % (run.pk, "[" * 900, "]" * 900)
+    response = APIClient().generic("POST", "/api/v1/clients/", body, content_type="application/json")
+    assert response.status_code == 400 and "device" in response.json()["errors"], response.content
