@@ -71,7 +71,8 @@ def server_command(server: str, port: int) -> list[str]:
         return [str(bindir / "daphne"), "-e", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
                 "fedplatform.asgi:application"]
     return [str(bindir / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--backlog", "4096",
-            "--no-proxy-headers", "--no-access-log", "--log-level", "warning", "fedplatform.asgi:application"]
+            "--timeout-keep-alive", "30", "--no-proxy-headers", "--no-access-log", "--log-level", "warning",
+            "fedplatform.asgi:application"]
 
 
 class Platform:

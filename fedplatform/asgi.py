@@ -13,6 +13,8 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from fedplatform.handlers import BareASGIHandler, PooledASGIHandler  # noqa: E402
+from fedplatform.runtime import settle_heap  # noqa: E402
+from rounds.runtask import preload as preload_tasks  # noqa: E402
 
 # The device long-poll (rounds.longpoll) is an async view that parks; everything else is
 # synchronous Django, run one request per call on the shared thread pool.
@@ -36,3 +38,5 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+preload_tasks()  # the tasks' code (PyTorch with it) belongs to start-up, not to a first request
+settle_heap()  # last: what start-up built stays out of the collector's way

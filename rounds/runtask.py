@@ -24,6 +24,17 @@ def offered_tasks() -> list[str]:
     return installed_tasks(settings.FEDPLATFORM["TASKS"])
 
 
+def preload() -> None:
+    """Import every offered task's code now, at start-up (PyTorch with it), not in the first
+    request that names it: what start-up loads is then frozen out of the garbage collector's way
+    (``fedplatform.runtime.settle_heap``). A task that fails to load is reported when it is used."""
+    for path in offered_tasks():
+        try:
+            load_task(path)
+        except TaskError:
+            pass
+
+
 def describe(path: str) -> dict[str, Any]:
     """What the API and the new-run dialog show of one offered task."""
     try:

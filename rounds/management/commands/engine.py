@@ -14,4 +14,9 @@ class Command(HueyConsumerCommand):
         import torch  # noqa: PLC0415 - only the engine's evaluations need torch's threads set
 
         torch.set_num_threads(settings.FEDPLATFORM["EVAL_THREADS"])
+        from fedplatform.runtime import settle_heap  # noqa: PLC0415
+        from rounds.runtask import preload  # noqa: PLC0415
+
+        preload()
+        settle_heap()  # a full collection mid-close would stall the round
         return super().handle(*args, **options)
