@@ -85,6 +85,20 @@ _first_poll = PreparedUpdate(
     lambda pk, at: (Client.objects.filter(pk=pk, polled_at__isnull=True), {"polled_at": at}), int, datetime
 )
 _new_client = PreparedInsert(Client)
+_counted = PreparedUpdate(
+    lambda pk, sent, received: (
+        Client.objects.filter(pk=pk),
+        {"bytes_sent": F("bytes_sent") + sent, "bytes_received": F("bytes_received") + received},
+    ),
+    int, int, int,
+)
+_counted_holding = PreparedUpdate(
+    lambda pk, sent, received, held: (
+        Client.objects.filter(pk=pk),
+        {"bytes_sent": F("bytes_sent") + sent, "bytes_received": F("bytes_received") + received, "held_version": held},
+    ),
+    int, int, int, int,
+)
 
 
 def client_transition(
@@ -276,11 +290,11 @@ def client_seen(*, client: Client, progress: float | None = None) -> bool:
 
 
 def client_count_bytes(*, client: Client, sent: int = 0, received: int = 0, held_version: int | None = None) -> None:
-    changes: dict[str, Any] = {"bytes_sent": F("bytes_sent") + sent, "bytes_received": F("bytes_received") + received}
-    if held_version is not None:
-        changes["held_version"] = held_version
     with transaction.atomic():
-        Client.objects.filter(pk=client.pk).update(**changes)
+        if held_version is not None:
+            _counted_holding.run(client.pk, sent, received, held_version)
+        else:
+            _counted.run(client.pk, sent, received)
 
 
 def client_leave(*, client: Client) -> None:

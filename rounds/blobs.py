@@ -1,8 +1,11 @@
 """Model and update blobs in Django storage."""
 import functools
 import hashlib
+import os
+import threading
 
 import numpy as np
+from cachetools import LRUCache
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
@@ -31,6 +34,26 @@ def load(name: str | None) -> bytes:
         raise FileNotFoundError("no blob is stored here")
     with default_storage.open(name, "rb") as handle:
         return handle.read()
+
+
+# What devices download (broadcast deltas, replica snapshots) is asked for by every device of a
+# round within seconds. Blob names end in their content's digest (``store``), so a name always
+# means the same bytes and a kept copy never goes stale. Bounded by size, per server process;
+# updates are never kept (the engine reads each once, and its memory must not grow with them).
+_shared: LRUCache = LRUCache(maxsize=int(os.environ.get("FEDPLATFORM_BLOB_CACHE_BYTES", 256 << 20)), getsizeof=len)
+_shared_lock = threading.Lock()
+
+
+def load_shared(name: str | None) -> bytes:
+    """``load``, kept in memory for the next device that asks (see ``_shared``)."""
+    with _shared_lock:
+        data = _shared.get(name)
+    if data is None:
+        data = load(name)
+        if len(data) <= _shared.maxsize // 4:  # one blob may not crowd out the rest
+            with _shared_lock:
+                _shared[name] = data
+    return data
 
 
 @functools.lru_cache(maxsize=8)

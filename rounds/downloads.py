@@ -61,7 +61,7 @@ def model_body(
     target = broadcast_ensure(version=version)
 
     def snapshot() -> ModelBody:  # read only when sent: a delta is a small fraction of it
-        return ModelBody(blobs.load(target.replica_blob.name), None, 0, target.replica_digest)
+        return ModelBody(blobs.load_shared(target.replica_blob.name), None, 0, target.replica_digest)
 
     span = version.number - base if base is not None else 0
     if not 1 <= span <= fb.MAX_CHAIN or (span > 1 and not chains):
@@ -76,7 +76,7 @@ def model_body(
     sizes = [s.delta_bytes if s.delta_blob and s.encoding in accepted else None for s in steps]
     if len(steps) != span or not fb.use_chain(sizes, target.replica_bytes):
         return snapshot()
-    bodies = [blobs.load(s.delta_blob.name) for s in steps]
+    bodies = [blobs.load_shared(s.delta_blob.name) for s in steps]
     data = bodies[0] if span == 1 else fb.pack_chain(bodies)
     return ModelBody(data, base, span, target.replica_digest)
 

@@ -16,7 +16,7 @@ from clients.services import client_count_bytes, client_polled, client_seen, cli
 from fedcore import codec
 from fedplatform.errors import Conflict, Forbidden, Gone, Invalid, TooLarge
 from fedplatform.events import emit
-from fedplatform.prepared import Prepared
+from fedplatform.prepared import Prepared, PreparedInsert
 
 from . import blobs, device_input, dispatch, runtask
 from .models import TERMINAL_RUN_STATUSES, Download, ModelVersion, Round, RoundStatus, Run, Update
@@ -57,6 +57,7 @@ def _fetch_one(sql: str, params: list) -> tuple | None:
         return cursor.fetchone()
 
 
+_new_download = PreparedInsert(Download)
 _round_by_pk = Prepared(lambda pk: Round.objects.select_related("base_version", "run").filter(pk=pk), int)
 
 
@@ -160,8 +161,8 @@ def model_download(
         client_count_bytes(client=client, received=len(body.data), held_version=version.number)
         rnd = _pending_round(client)
         if rnd is not None and rnd.base_version_id == version.pk:
-            Download.objects.create(round=rnd, client=client, version=version.number, base_version=body.base_version,
-                                    kind=body.kind, bytes_wire=len(body.data))
+            _new_download.create(round=rnd, client=client, version=version.number, base_version=body.base_version,
+                                 kind=body.kind, bytes_wire=len(body.data))
         if client.status in (ClientStatus.JOIN, ClientStatus.FINISH, ClientStatus.READY):
             client_transition(client=client, to=ClientStatus.UPDATE, reason=f"fetching version {version.number}")
     return body
