@@ -306,7 +306,7 @@ def round_close(*, round_id: int) -> bool:
     if token is None:
         return False
     try:
-        closed = _aggregate_and_commit(round_id, token)
+        version_id = _aggregate_and_commit(round_id, token)
     except ClaimLost:
         log.warning("round %s: claim lost while aggregating; another worker closes it", round_id)
         return False
@@ -316,10 +316,16 @@ def round_close(*, round_id: int) -> bool:
             status=RoundStatus.OPEN, claim="", claimed_at=None
         )
         raise
-    if closed:
+    if version_id is None:
+        return False
+    try:
         broadcast.after_round_closed(round_id=round_id)  # what devices will download, before they ask
         _advance(Round.objects.values_list("run_id", flat=True).get(pk=round_id))
-    return closed
+    finally:
+        # Only now: a test-set pass started at the commit would take the CPU from the next round's
+        # opening. If this worker dies first, the sweep finds the version's evaluation pending.
+        dispatch.evaluate_later(version_id)
+    return True
 
 
 def contributions(rnd: Round, updates: list[Update], lease: _Lease | None = None):
@@ -350,7 +356,8 @@ def aggregate_round(rnd: Round, updates: list[Update], lease: _Lease | None = No
     return aggregation.result()
 
 
-def _aggregate_and_commit(round_id: int, token: str) -> bool:
+def _aggregate_and_commit(round_id: int, token: str) -> int | None:
+    """The new version's id once the round is closed with it; None when the claim was lost."""
     started = time.perf_counter()
     rnd = Round.objects.select_related("run", "base_version", "config").get(pk=round_id)
     updates = list(rnd.updates.order_by("pk"))  # final: the round is closing, uploads are refused
@@ -372,15 +379,14 @@ def _aggregate_and_commit(round_id: int, token: str) -> bool:
         if not Round.objects.filter(pk=rnd.pk, status=RoundStatus.CLOSING, claim=token).update(
             status=RoundStatus.CLOSED, closed_at=closed_at, metrics=metrics, claim=""
         ):
-            return False
+            return None
         version.save()
         Round.objects.filter(pk=rnd.pk).update(result_version=version)
         _record_federated_eval(rnd.base_version_id, metrics)
         rnd.refresh_from_db()
         emit("round.closed", round_shape(rnd))
-        dispatch.evaluate_later(version.pk)
     log.info("run %s: round %s closed: %s", rnd.run_id, rnd.number, json.dumps(metrics))
-    return True
+    return version.pk
 
 
 def store_version(*, run: Run, number: int, arrays: dict, state: dict | None = None) -> ModelVersion:
