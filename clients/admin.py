@@ -1,10 +1,10 @@
 """Clients in the admin: read-only rows whose state changes only through the services' actions,
-so every change is recorded as a ClientEvent and reaches the dashboards."""
+so every change is recorded as a ClientEvent and reaches the dashboards. (A client's updates are
+rounds' rows: ``rounds.admin`` adds them to the client's page.)"""
 from django.contrib import admin, messages
 
 from fedplatform.audit import audit_record
 from fedplatform.errors import FedError
-from rounds.models import Update
 
 from . import services
 from .models import Ban, Client, ClientEvent
@@ -16,18 +16,6 @@ class ClientEventInline(admin.TabularInline):
     can_delete = False
     fields = readonly_fields = ("at", "from_status", "to_status", "round", "reason", "actor")
     ordering = ["-id"]
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-
-class ClientUpdateInline(admin.TabularInline):
-    model = Update
-    extra = 0
-    can_delete = False
-    fields = readonly_fields = ("round", "num_examples", "bytes_wire", "encoding", "metrics", "received_at")
-    show_change_link = True
-    verbose_name_plural = "updates sent"
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -74,7 +62,7 @@ class ClientAdmin(admin.ModelAdmin):
     # Status changes only through the actions above, so every change is recorded and published.
     readonly_fields = [f.name for f in Client._meta.fields]
     actions = [pause, resume, kick, ban, approve, reject, revoke]
-    inlines = [ClientEventInline, ClientUpdateInline]
+    inlines = [ClientEventInline]
 
     def has_add_permission(self, request) -> bool:
         return False  # clients register themselves

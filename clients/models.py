@@ -3,6 +3,8 @@ import secrets
 
 from django.db import models
 
+from fedplatform.identity import Device
+
 
 class ClientStatus(models.TextChoices):
     JOIN = "join", "joined"
@@ -70,7 +72,7 @@ class ClientQuerySet(models.QuerySet):
         )
 
 
-class Client(models.Model):
+class Client(Device, models.Model):
     run = models.ForeignKey("rounds.Run", on_delete=models.CASCADE, related_name="clients")
     name = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=ClientStatus.choices, default=ClientStatus.JOIN)

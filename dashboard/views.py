@@ -9,13 +9,36 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from clients.models import DROPPING_STATUSES, GONE_STATUSES, SELECTABLE_STATUSES
 from fedplatform.roles import can_operate, can_view
-from rounds.models import Run
+from rounds.lifecycle import RUN_MOVES
+from rounds.models import TERMINAL_RUN_STATUSES, Run
 
 from . import fields, snapshot
 
 # Viewers, operators and staff; anyone else is sent to the login page.
 viewer_required = user_passes_test(can_view, login_url="dashboard:login")
+
+
+def _names(statuses) -> list[str]:
+    return sorted(str(status) for status in statuses)
+
+
+# The status sets the page's script uses, taken from their one home (clients/models.py,
+# rounds/models.py, and the run moves of rounds/lifecycle.py) and embedded in the page
+# (static/dashboard/js/statuses.js reads them): the script lists none of its own.
+STATUS_SETS = {
+    "client": {
+        "gone": _names(GONE_STATUSES),
+        "dropping": _names(DROPPING_STATUSES),
+        "selectable": _names(SELECTABLE_STATUSES),
+    },
+    "run": {
+        "terminal": _names(TERMINAL_RUN_STATUSES),
+        # The statuses each run control may be used from.
+        "controls": {action: _names(allowed_from) for action, (allowed_from, _) in RUN_MOVES.items()},
+    },
+}
 
 
 def _page(request: HttpRequest, run: Run | None) -> HttpResponse:
@@ -26,6 +49,7 @@ def _page(request: HttpRequest, run: Run | None) -> HttpResponse:
         "create_fields": fields.create_specs(),
         "task_defaults": fields.task_defaults(),
         "strategy_defaults": fields.strategy_defaults(),
+        "status_sets": STATUS_SETS,
         # A viewer sees no controls (the API would refuse them anyway).
         "can_operate": can_operate(request.user),
     }

@@ -5,10 +5,10 @@ from django.conf import settings
 from drf_spectacular.utils import inline_serializer
 from rest_framework import parsers, permissions, renderers, serializers
 
-from clients.models import Client
 from fedcore.codec import CONTENT_TYPE
 
 from .errors import TooLarge
+from .identity import Device
 from .roles import can_operate, can_view
 
 ErrorSerializer = inline_serializer(
@@ -29,7 +29,7 @@ class IsClient(permissions.BasePermission):
     message = "this endpoint is for registered devices"
 
     def has_permission(self, request, view) -> bool:
-        return isinstance(request.user, Client)
+        return isinstance(request.user, Device)
 
     def has_object_permission(self, request, view, obj) -> bool:
         return obj == request.user
@@ -44,10 +44,10 @@ class IsClientSelfOrOperator(permissions.BasePermission):
         return can_view(request.user) if request.method in permissions.SAFE_METHODS else can_operate(request.user)
 
     def has_permission(self, request, view) -> bool:
-        return isinstance(request.user, Client) or self._role(request)
+        return isinstance(request.user, Device) or self._role(request)
 
     def has_object_permission(self, request, view, obj) -> bool:
-        return obj == request.user or (not isinstance(request.user, Client) and self._role(request))
+        return obj == request.user or (not isinstance(request.user, Device) and self._role(request))
 
 
 class TensorRenderer(renderers.BaseRenderer):

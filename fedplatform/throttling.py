@@ -11,7 +11,7 @@ from django.core.cache import caches
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
-from clients.models import Client
+from .identity import Device
 
 
 class _Throttle(SimpleRateThrottle):
@@ -42,7 +42,8 @@ class ClientThrottle(_Throttle):
     scope = "client"
 
     def get_cache_key(self, request, view) -> str | None:
-        if not isinstance(request.user, Client):
+        device = request.user
+        if not isinstance(device, Device):
             return None
         return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
 
@@ -52,6 +53,6 @@ class OperatorThrottle(_Throttle):
 
     def get_cache_key(self, request, view) -> str | None:
         user = request.user
-        if not user or not user.is_authenticated or isinstance(user, Client):
+        if not user or not user.is_authenticated or isinstance(user, Device):
             return None
         return self.cache_format % {"scope": self.scope, "ident": user.pk}

@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from clients.views import ClientViewSet
+from rounds.enrollment import RunClientViewSet
 from rounds.longpoll import long_poll
 from rounds.views import (
     DeviceTaskView, HeartbeatView, RoundViewSet, RunViewSet, StrategyListView, TaskListView, UpdateUploadView,
@@ -22,7 +22,8 @@ class IdRouter(DefaultRouter):
 
 
 router = IdRouter()
-router.register("clients", ClientViewSet, basename="client")
+# The clients' API: clients.views.ClientViewSet with registration and enrollment, which need the run.
+router.register("clients", RunClientViewSet, basename="client")
 router.register("runs", RunViewSet, basename="run")
 router.register("rounds", RoundViewSet, basename="round")
 

@@ -4,6 +4,8 @@ records configuration versions and publishes the same events the API does."""
 from django import forms
 from django.contrib import admin, messages
 
+from clients.admin import ClientAdmin
+from clients.models import Client
 from fedplatform.errors import FedError
 
 from fedcore.strategies import StrategyConfigError, validate_strategy
@@ -187,3 +189,27 @@ class ModelExportAdmin(admin.ModelAdmin):
         return False  # made by the first download request (API or dashboard)
 
     # Deleting one is allowed: the next request renders it again (after a failure, say).
+
+
+class ClientUpdateInline(admin.TabularInline):
+    model = Update
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ("round", "num_examples", "bytes_wire", "encoding", "metrics", "received_at")
+    show_change_link = True
+    verbose_name_plural = "updates sent"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ClientWithUpdatesAdmin(ClientAdmin):
+    """The clients app's admin, with the updates each client sent: the clients app knows nothing
+    of rounds, so the inline is added here, where updates live."""
+
+    inlines = [*ClientAdmin.inlines, ClientUpdateInline]
+
+
+# Importing clients.admin above registered the plain one; replace it.
+admin.site.unregister(Client)
+admin.site.register(Client, ClientWithUpdatesAdmin)

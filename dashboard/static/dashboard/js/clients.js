@@ -1,8 +1,8 @@
 // The clients table: one keyed row per client, updated cell by cell.
 import { el, syncRows, toggleClass } from "./dom.js";
 import { ago, bytes, pct, setText } from "./format.js";
+import { GONE } from "./statuses.js";
 
-const GONE = new Set(["left", "kicked"]);
 // The state names are the protocol's; these say what each means (shown on hover).
 const MEANING = {
   join: "registered, not yet given work", ready: "waiting to be selected", training: "selected: downloading and training",

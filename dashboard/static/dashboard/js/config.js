@@ -3,6 +3,7 @@
 import { api } from "./api.js";
 import { toast } from "./dom.js";
 import { setText } from "./format.js";
+import { TERMINAL_RUN } from "./statuses.js";
 
 const form = () => document.getElementById("config-form");
 const dirty = new Set(); // fields the operator is editing: live updates must not overwrite them
@@ -34,9 +35,9 @@ export function renderConfig(store, { reset = false } = {}) {
   const values = (store.config && store.config.values) || {};
   for (const input of form().querySelectorAll("[data-kind]")) {
     if (!dirty.has(input.name) && input.name in values) writeField(input, values[input.name]);
-    input.disabled = !store.run || ["finished", "stopped", "failed"].includes(store.run.status);
+    input.disabled = !store.run || TERMINAL_RUN.has(store.run.status);
   }
-  form().querySelector("button[type=submit]").disabled = !store.run || ["finished", "stopped", "failed"].includes(store.run.status);
+  form().querySelector("button[type=submit]").disabled = !store.run || TERMINAL_RUN.has(store.run.status);
 }
 
 export function initConfig(store) {

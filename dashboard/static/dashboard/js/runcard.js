@@ -3,13 +3,8 @@
 import { el } from "./dom.js";
 import { seconds, setText } from "./format.js";
 import { phase } from "./state.js";
+import { GONE, RUN_CONTROLS } from "./statuses.js";
 
-const CONTROLS = {
-  start: ["draft"],
-  pause: ["running"],
-  resume: ["paused"],
-  stop: ["draft", "running", "paused"],
-};
 // The configuration shown at a glance, in the order an operator reads it.
 const SUMMARY_FIELDS = [
   ["rounds", "rounds"], ["clients_per_round", "clients/round"], ["min_clients", "min clients"],
@@ -43,7 +38,7 @@ export function renderRun(store) {
   badge.className = `badge s-${run.status}`;
   setText(document.getElementById("run-model"), `${describeTask(run)} · ${run.strategy}`);
   for (const button of document.querySelectorAll("[data-run-action]")) {
-    button.disabled = !CONTROLS[button.dataset.runAction].includes(run.status);
+    button.disabled = !RUN_CONTROLS[button.dataset.runAction].has(run.status);
   }
   const open = store.openRound();
   const current = open ? open.number : run.completed_rounds;
@@ -58,7 +53,7 @@ export function renderRun(store) {
   meter.value = received;
   setText(document.getElementById("run-version"), run.current_version == null ? "–" : `v${run.current_version}`);
   let clients = 0;
-  for (const c of store.clients.values()) if (c.status !== "left" && c.status !== "kicked") clients++;
+  for (const c of store.clients.values()) if (!GONE.has(c.status)) clients++;
   setText(document.getElementById("run-clients"), `${clients} connected, ${store.readyClients()} ready`);
   renderDeadline(store);
   renderConfigSummary(store);

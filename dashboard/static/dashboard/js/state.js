@@ -4,9 +4,7 @@
 // snapshot already reflects is harmless. That is what lets a resync replay the events that
 // arrived while the snapshot was in flight without double counting.
 
-// Statuses that take a client out of the round it was selected for (the server drops it too).
-const DROPPED = new Set(["paused", "offline", "left", "kicked"]);
-const SELECTABLE = new Set(["ready", "join"]);
+import { DROPPING, SELECTABLE } from "./statuses.js";
 
 export class Store {
   constructor(snapshot) {
@@ -73,7 +71,7 @@ export class Store {
     // Heartbeat payloads (no name) carry no time, but a heartbeat means the device was just seen.
     if (d.name === undefined && d.last_seen === undefined) client.last_seen = this.nowIso();
     const open = this.openRound();
-    if (DROPPED.has(client.status)) {
+    if (DROPPING.has(client.status)) {
       client.round = null;
       if (open && !open.received.includes(client.id)) open.expected = open.expected.filter((id) => id !== client.id);
     } else if (open && open.expected.includes(client.id)) {
