@@ -13,7 +13,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from fedplatform.handlers import BareASGIHandler, PooledASGIHandler  # noqa: E402
-from fedplatform.runtime import settle_heap  # noqa: E402
+from fedplatform.runtime import tune_server  # noqa: E402
 from rounds.runtask import preload as preload_tasks  # noqa: E402
 
 # The device long-poll (rounds.longpoll) is an async view that parks; everything else is
@@ -39,4 +39,4 @@ application = ProtocolTypeRouter(
     }
 )
 preload_tasks()  # the tasks' code (PyTorch with it) belongs to start-up, not to a first request
-settle_heap()  # last: what start-up built stays out of the collector's way
+tune_server()  # last: the switch interval, and what start-up built kept out of the collector's way

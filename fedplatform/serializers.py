@@ -4,8 +4,9 @@ DRF deep-copies a serializer's fields for every instance, and copying a field re
 constructor (validators and all): for a registration, more than validating the data itself.
 Here each instance gets shallow copies of fields built once per class. ``bind`` sets what is
 particular to an instance (name, parent, source) on the copy; what a copy shares with the class's
-field (validators, choices) is never changed after construction. Fields that hold fields (nested
-serializers, lists, dicts, many-relations) still get deep copies: their children are bound to them.
+field (validators, choices) is never changed after construction. A list's or dict's child is
+copied and bound to the copy as well; nested serializers and many-relations, which hold bound
+fields of their own, still get deep copies.
 """
 import copy
 from typing import Any, ClassVar
@@ -13,12 +14,18 @@ from typing import Any, ClassVar
 from rest_framework import serializers
 
 
-def _holds_fields(field) -> bool:
-    return isinstance(field, serializers.BaseSerializer) or hasattr(field, "child") or hasattr(field, "child_relation")
+def _copy(field):
+    if isinstance(field, serializers.BaseSerializer) or hasattr(field, "child_relation"):
+        return copy.deepcopy(field)
+    made = copy.copy(field)
+    if hasattr(field, "child"):  # a list or dict field: a copy of its (already bound) child, whose parent is the copy
+        made.child = copy.copy(field.child)
+        made.child.parent = made
+    return made
 
 
 def _copies(fields: dict) -> dict:
-    return {name: copy.deepcopy(f) if _holds_fields(f) else copy.copy(f) for name, f in fields.items()}
+    return {name: _copy(f) for name, f in fields.items()}
 
 
 class Serializer(serializers.Serializer):
