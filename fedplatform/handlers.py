@@ -24,11 +24,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core import signals
+from django.core.exceptions import RequestAborted
 from django.core.handlers import base
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.db import close_old_connections, connection
-from django.urls import resolve
+from django.urls import resolve, set_script_prefix
 
 from .errors import error_response
 
@@ -151,18 +153,48 @@ class _NoRequestThread(ASGIHandler):
 
 
 class PooledASGIHandler(_NoRequestThread):
-    """Django with its full middleware stack, each request in one call on the shared pool."""
+    """Django with its full middleware stack, each request in one call on the shared pool.
+
+    Django's own ``handle`` runs a task that listens for the client going away beside the one that
+    answers, and closes the response (``request_finished``) in a second trip to a thread. A
+    synchronous view cannot be stopped when the client leaves, so the listener buys nothing
+    here; a response whose body is in memory is closed in the same call that made it. Only a
+    streaming response is closed after its body is sent, as Django does.
+    """
 
     def __init__(self) -> None:
         base.BaseHandler.__init__(self)
         self.load_middleware(is_async=False)
 
-    async def get_response_async(self, request):
-        return await sync_to_async(self._respond, thread_sensitive=False)(request)
+    async def handle(self, scope, receive, send):
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        try:
+            set_script_prefix(get_script_prefix(scope))
+            await signals.request_started.asend(sender=self.__class__, scope=scope)
+            request, error = self.create_request(scope, body_file)
+            if request is None:
+                await self.send_response(error, send)
+                await sync_to_async(error.close, thread_sensitive=False)()
+                return
+            response = await sync_to_async(self._respond, thread_sensitive=False)(request)
+            response._handler_class = self.__class__
+            try:
+                await self.send_response(response, send)
+            finally:
+                if response.streaming:
+                    await sync_to_async(response.close, thread_sensitive=False)()
+        finally:
+            body_file.close()
 
     def _respond(self, request):
         try:
-            return self.get_response(request)
+            response = self.get_response(request)
+            if not response.streaming:
+                response.close()  # request_finished, on the thread that holds the connections
+            return response
         finally:
             release_connection()
 
