@@ -74,6 +74,13 @@ _move_and_reset_progress = PreparedUpdate(
     lambda pk, current, to: (Client.objects.filter(pk=pk, status=current), {"status": to, "progress": 0.0}),
     int, str, str,
 )
+_move_on_first_poll = PreparedUpdate(
+    lambda pk, current, to, at: (
+        Client.objects.filter(pk=pk, status=current, polled_at__isnull=True),
+        {"status": to, "progress": 0.0, "polled_at": at},
+    ),
+    int, str, str, datetime,
+)
 _new_event = PreparedInsert(ClientEvent)
 _seen = PreparedUpdate(lambda pk, at: (Client.objects.filter(pk=pk), {"last_seen": at}), int, datetime)
 _progressed = PreparedUpdate(lambda pk, progress: (Client.objects.filter(pk=pk), {"progress": progress}), int, float)
@@ -102,16 +109,20 @@ _counted_holding = PreparedUpdate(
 
 
 def client_transition(
-    *, client: Client, to: str, reason: str = "", actor: str = "", round=None
+    *, client: Client, to: str, reason: str = "", actor: str = "", round=None, first_poll: bool = False
 ) -> bool:
     """Move ``client`` to ``to`` if that move is legal from its current (database) status.
 
     The conditional UPDATE makes the check and the write one step, safe across processes.
     Returns whether the client moved; ``client`` holds its status afterwards either way.
+    ``first_poll``: the move is made by the device's first request for work, which the same
+    UPDATE records (``client_polled``): a joining device's first poll is one write, not two.
     """
     changes: dict[str, Any] = {"status": to}
     if to != ClientStatus.TRAINING:
         changes["progress"] = 0.0
+    if first_poll:
+        changes["polled_at"] = timezone.now()
     with transaction.atomic():
         # Guess the status this object holds; only when another request moved it first is it read.
         current: str | None = client.status
@@ -121,7 +132,9 @@ def client_transition(
                 break
             if current in GONE_STATUSES or (to not in DROPPING_STATUSES and to not in ALLOWED[current]):
                 break
-            if to == ClientStatus.TRAINING:
+            if first_poll:
+                moved = _move_on_first_poll.run(client.pk, current, to, changes["polled_at"])
+            elif to == ClientStatus.TRAINING:
                 moved = _move.run(client.pk, current, to)
             else:
                 moved = _move_and_reset_progress.run(client.pk, current, to)

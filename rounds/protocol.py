@@ -71,7 +71,10 @@ def _pending_round(client: Client) -> Round | None:
 
 def task_for(*, client: Client) -> dict | None:
     """The client's work for now, or None; raises Gone when its run is over."""
-    client_polled(client=client)  # first, so a client that comes back online counts as proven
+    # A device that just registered becomes ready below, and that move records its first poll.
+    joining = client.polled_at is None and client.status == ClientStatus.JOIN
+    if not joining:
+        client_polled(client=client)  # first, so a client that comes back online counts as proven
     client_seen(client=client)
     run = client.run
     if run.status in TERMINAL_RUN_STATUSES:
@@ -80,8 +83,12 @@ def task_for(*, client: Client) -> dict | None:
     if rnd is None:
         # Asking for work without a pending round means the client is idle: it becomes ready,
         # and that state change (not the poll) asks the engine for a round.
-        if client.status in IDLE_STATUSES and client_transition(client=client, to=ClientStatus.READY, reason="idle"):
+        if client.status in IDLE_STATUSES and client_transition(
+            client=client, to=ClientStatus.READY, reason="idle", first_poll=joining
+        ):
             rnd = _pending_round(client)  # the engine may have been quick (and is, in tests)
+        if joining and client.polled_at is None:
+            client_polled(client=client)  # it did not move (an operator got there first): still proven
         if rnd is None and run.allow_backfill:
             rnd = _backfill(run=run, client=client)
     if rnd is None:
