@@ -13,11 +13,14 @@ receives ``{"type": "fed.event", "event": kind, "data": payload}``. How an event
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
+import queue
+import threading
 import time
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections, transaction
@@ -38,14 +41,68 @@ def message(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     return {"type": "fed.event", "event": kind, "data": payload}
 
 
-def _send(kind: str, payload: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(EVENTS_GROUP, message(kind, payload))
-    except Exception:  # a dashboard outage must never fail a device's request
-        log.exception("could not publish %s", kind)
+class Publisher:
+    """Per process: sends committed events on the channel layer from a thread of its own.
+
+    A request that changed something does not wait for Redis. Sent from the request's thread,
+    each event held it until the process's event loop found time for the group_send: 21 ms at
+    the median with 2,500 devices joining one process, which then ran out of threads. Here events
+    wait in a queue and one thread, with an event loop of its own, sends them in the order they
+    were committed. At exit what is queued is still sent (a command emits and ends).
+    """
+
+    BATCH = 500
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._queued = 0
+        self._sent = 0
+        self._progress = threading.Condition()
+
+    def put(self, kind: str, payload: dict[str, Any]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="event-publisher", daemon=True)
+                self._thread.start()
+                atexit.register(self.flush)
+            self._queued += 1
+        self._queue.put((kind, payload))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event put so far is sent (or failed and logged); False on timeout."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self._sent >= self._queued, timeout=timeout)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            loop.run_until_complete(self._send(batch))
+            with self._progress:
+                self._sent += len(batch)
+                self._progress.notify_all()
+
+    @staticmethod
+    async def _send(batch: list[tuple[str, dict[str, Any]]]) -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        for kind, payload in batch:
+            try:
+                await layer.group_send(EVENTS_GROUP, message(kind, payload))
+            except Exception:  # a dashboard outage must never fail a device's request
+                log.exception("could not publish %s", kind)
+
+
+publisher = Publisher()
 
 
 _outbox_insert = None
@@ -62,7 +119,7 @@ def emit(kind: str, payload: dict[str, Any]) -> None:
             _outbox_insert = PreparedInsert(OutboxEvent)
         _outbox_insert.create(kind=kind, payload=payload)
     else:
-        transaction.on_commit(lambda: _send(kind, payload))
+        transaction.on_commit(lambda: publisher.put(kind, payload))
 
 
 def prune_outbox(*, older_than_seconds: float = 600) -> int:
