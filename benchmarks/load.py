@@ -75,6 +75,21 @@ def server_command(server: str, port: int) -> list[str]:
             "fedplatform.asgi:application"]
 
 
+def _cpu_of_processes_named(name: str) -> float:
+    """Clock ticks of CPU used by every process with this command name (including exited
+    children that were waited for: a PostgreSQL backend's time lands in the postmaster's)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm, rest = text[text.index("(") + 1:text.rindex(")")], text.rsplit(")", 1)[1].split()
+        if comm == name:
+            total += int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+    return total
+
+
 class Platform:
     """Server and engine processes on one database, started and stopped by the benchmark."""
 
@@ -169,6 +184,10 @@ class Platform:
                 out[label] = (int(fields[11]) + int(fields[12])) / ticks
             except OSError:
                 out[label] = float("nan")
+        # The services share the machine's cores: their CPU is part of what a request costs here.
+        for label, name in (("PostgreSQL (all backends)", "postgres"), ("Redis", "redis-server")):
+            if (label.startswith("PostgreSQL") and self.pg_name) or (label == "Redis" and self.args.redis):
+                out[label] = _cpu_of_processes_named(name) / ticks
         return out
 
     def db_connections(self) -> int | None:
