@@ -12,7 +12,9 @@ DEVICE_INFO_DEPTH = 8
 
 class RegisterSerializer(Serializer):
     name = serializers.CharField(max_length=100)
-    run = serializers.IntegerField(required=False, min_value=1, help_text="default: the newest active run")
+    run = serializers.IntegerField(
+        required=False, min_value=1, max_value=2**63 - 1, help_text="default: the newest active run",
+    )
     num_examples = serializers.IntegerField(
         min_value=1, max_value=MAX_NUM_EXAMPLES,
         help_text="training examples the device holds: its updates may claim at most this weight",

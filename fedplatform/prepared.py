@@ -57,6 +57,15 @@ def _slots(params: list | tuple, markers: list, adapters: list) -> list[int | No
     return slots
 
 
+# Beyond a 64-bit integer no column holds the value, and SQLite refuses to bind it: a lookup
+# by such a number (an id a device made up) finds nothing, as the ORM's does.
+_INT_RANGE = range(-(2**63), 2**63)
+
+
+def _out_of_range(types: tuple, args: tuple) -> bool:
+    return any(kind is int and isinstance(arg, int) and arg not in _INT_RANGE for kind, arg in zip(types, args))
+
+
 def _fill(slots: list[int | None], constants: list, adapters: list, args: tuple) -> list:
     """The parameters of one execution: the call's values where the markers were, adapted."""
     return [constants[i] if slot is None else adapters[slot](args[slot]) for i, slot in enumerate(slots)]
@@ -108,6 +117,8 @@ class Prepared(Generic[M]):
     def all(self, *args: Any) -> list[M]:
         if len(args) != self._arity:
             raise TypeError(f"expected {self._arity} parameter(s), got {len(args)}")
+        if _out_of_range(self._types, args):
+            return []
         compiled = self._compiled()
         with connections[compiled.db].cursor() as cursor:
             cursor.execute(compiled.sql, compiled.params(args))
@@ -135,7 +146,7 @@ class PreparedUpdate:
 
     ``build`` receives one placeholder per type and returns the queryset to update and the new
     values; each placeholder must be used exactly once, as a filter or a new value. Values may also
-    be constants or expressions (``F("n") + 1``).
+    be constants or expressions (``F("n") + 1``). An integer beyond 64 bits matches no row.
     """
 
     def __init__(self, build: Callable[..., tuple[QuerySet, dict]], *types: type) -> None:
@@ -158,6 +169,8 @@ class PreparedUpdate:
     def run(self, *args: Any) -> int:
         if len(args) != len(self._types):
             raise TypeError(f"expected {len(self._types)} parameter(s), got {len(args)}")
+        if _out_of_range(self._types, args):
+            return 0
         sql, slots, constants, adapters, db = self._compiled()
         params = _fill(slots, constants, adapters, args)
         with connections[db].cursor() as cursor:

@@ -44,6 +44,15 @@ def test_integer_parameters_and_ordering(run):
     assert newest_version.first(run.pk).number == 0
 
 
+@pytest.mark.parametrize("made_up", [2**63, -(2**63) - 1, 46057044073805655310336])
+def test_an_integer_no_column_can_hold_finds_and_changes_nothing(run, made_up):
+    from fedplatform.prepared import PreparedUpdate
+
+    assert version_numbered.first(made_up, 0) is None  # SQLite refuses to bind it; the ORM finds nothing
+    rename = PreparedUpdate(lambda pk, name: (Client.objects.filter(pk=pk), {"name": name}), int, str)
+    assert rename.run(made_up, "x") == 0
+
+
 def test_a_parameter_the_query_does_not_use_is_refused(db):
     unused = Prepared(lambda h: Client.objects.filter(name="x"), str)
     with pytest.raises(ValueError, match="each parameter must appear once"):

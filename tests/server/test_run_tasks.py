@@ -79,6 +79,11 @@ def test_a_device_learns_the_runs_task_before_it_registers(run):
 def test_enrollment_answers_like_registration_for_missing_closed_and_garbage_runs(run, staff_api):
     assert APIClient().get("/api/v1/clients/enrollment/?run=999").json()["code"] == "no_such_run"
     assert APIClient().get("/api/v1/clients/enrollment/?run=¹").json()["code"] == "bad_parameter"
+    beyond_64_bits = 46057044073805655310336  # no database column holds it
+    assert APIClient().get(f"/api/v1/clients/enrollment/?run={beyond_64_bits}").json()["code"] == "bad_parameter"
+    refused = APIClient().post("/api/v1/clients/", {"name": "d", "num_examples": 10, "run": beyond_64_bits},
+                               format="json")
+    assert refused.status_code == 400 and "run" in refused.json()["errors"]
     staff_api.post(f"/api/v1/runs/{run.pk}/stop/")
     assert APIClient().get(f"/api/v1/clients/enrollment/?run={run.pk}").json()["code"] == "run_closed"
     assert APIClient().get("/api/v1/clients/enrollment/").json()["code"] == "no_active_run"
