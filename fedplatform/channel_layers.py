@@ -8,9 +8,20 @@ several. Kept apart from settings so the scale-out tests build exactly what prod
 REDIS_SOCKET_TIMEOUT_S = 30
 
 
+# Messages a channel holds before sends to it are dropped (channels' default is 100). A fleet
+# joining makes thousands of status events a minute, and a listener that fell behind for a moment
+# lost what came next: once, the round.opened that should have woken its devices.
+CHANNEL_CAPACITY = 10_000
+
+
 def channel_layers(redis_url: str) -> dict:
     """The CHANNEL_LAYERS setting: Redis when `redis_url` is set, else an in-process layer."""
     if not redis_url:
-        return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        return {"default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": CHANNEL_CAPACITY},
+        }}
     host = {"address": redis_url, "socket_timeout": REDIS_SOCKET_TIMEOUT_S}
-    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [host]}}}
+    return {"default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [host], "capacity": CHANNEL_CAPACITY},
+    }}

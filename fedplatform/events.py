@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -26,6 +27,19 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 
 EVENTS_GROUP = "fed.events"
+# The few events that give a parked device something to do (a round opened, the device or its run
+# is gone) also go to this group, which the long-polls of every server process listen to: they
+# never read the stream of everyone's status changes, which a joining fleet makes by the thousand.
+WAKE_GROUP = "fed.wake"
+_wake_rule: Callable[[str, dict[str, Any]], bool] = lambda kind, payload: False  # noqa: E731
+
+
+def set_wake_rule(rule: Callable[[str, dict[str, Any]], bool]) -> None:
+    """Which events wake parked devices; the domain that parks them says (``rounds.longpoll``)."""
+    global _wake_rule
+    _wake_rule = rule
+
+
 RELAY_SECONDS = 0.05
 # Rows committed out of id order (PostgreSQL) are caught by re-reading this many seconds back.
 RELAY_LOOKBACK_SECONDS = 3.0
@@ -39,6 +53,12 @@ def uses_outbox() -> bool:
 
 def message(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     return {"type": "fed.event", "event": kind, "data": payload}
+
+
+async def send_event(layer, kind: str, payload: dict[str, Any], wakes: bool) -> None:
+    await layer.group_send(EVENTS_GROUP, message(kind, payload))
+    if wakes:
+        await layer.group_send(WAKE_GROUP, message(kind, payload))
 
 
 class Publisher:
@@ -61,14 +81,14 @@ class Publisher:
         self._sent = 0
         self._progress = threading.Condition()
 
-    def put(self, kind: str, payload: dict[str, Any]) -> None:
+    def put(self, kind: str, payload: dict[str, Any], wakes: bool = False) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="event-publisher", daemon=True)
                 self._thread.start()
                 atexit.register(self.flush)
             self._queued += 1
-        self._queue.put((kind, payload))
+        self._queue.put((kind, payload, wakes))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event put so far is sent (or failed and logged); False on timeout."""
@@ -91,13 +111,13 @@ class Publisher:
                 self._progress.notify_all()
 
     @staticmethod
-    async def _send(batch: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _send(batch: list[tuple[str, dict[str, Any], bool]]) -> None:
         layer = get_channel_layer()
         if layer is None:
             return
-        for kind, payload in batch:
+        for kind, payload, wakes in batch:
             try:
-                await layer.group_send(EVENTS_GROUP, message(kind, payload))
+                await send_event(layer, kind, payload, wakes)
             except Exception:  # a dashboard outage must never fail a device's request
                 log.exception("could not publish %s", kind)
 
@@ -110,6 +130,7 @@ _outbox_insert = None
 
 def emit(kind: str, payload: dict[str, Any]) -> None:
     """Announce ``kind`` once the current transaction commits (never on rollback)."""
+    wakes = _wake_rule(kind, payload)
     if uses_outbox():
         global _outbox_insert
         if _outbox_insert is None:
@@ -117,9 +138,9 @@ def emit(kind: str, payload: dict[str, Any]) -> None:
             from .prepared import PreparedInsert  # noqa: PLC0415
 
             _outbox_insert = PreparedInsert(OutboxEvent)
-        _outbox_insert.create(kind=kind, payload=payload)
+        _outbox_insert.create(kind=kind, payload=payload, wakes=wakes)
     else:
-        transaction.on_commit(lambda: publisher.put(kind, payload))
+        transaction.on_commit(lambda: publisher.put(kind, payload, wakes))
 
 
 def prune_outbox(*, older_than_seconds: float = 600) -> int:
@@ -173,14 +194,14 @@ class OutboxRelay:
         return OutboxEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
     @staticmethod
-    def _rows_after(last: int) -> list[tuple[int, str, dict]]:
+    def _rows_after(last: int) -> list[tuple[int, str, dict, bool]]:
         from .models import OutboxEvent  # noqa: PLC0415
 
         newer = OutboxEvent.objects.filter(id__gt=last).order_by("id")
-        return list(newer.values_list("id", "kind", "payload")[:RELAY_BATCH])
+        return list(newer.values_list("id", "kind", "payload", "wakes")[:RELAY_BATCH])
 
     @staticmethod
-    def _late_rows(last: int, seen: set[int]) -> list[tuple[int, str, dict]]:
+    def _late_rows(last: int, seen: set[int]) -> list[tuple[int, str, dict, bool]]:
         """Rows with an id below ones already relayed, committed after them (PostgreSQL hands out
         ids before commit; SQLite commits one writer at a time, in id order)."""
         from datetime import timedelta
@@ -197,7 +218,8 @@ class OutboxRelay:
         missing = [i for i in window.values_list("id", flat=True) if i not in seen]
         if not missing:
             return []
-        return list(OutboxEvent.objects.filter(id__in=missing).order_by("id").values_list("id", "kind", "payload"))
+        rows = OutboxEvent.objects.filter(id__in=missing).order_by("id")
+        return list(rows.values_list("id", "kind", "payload", "wakes"))
 
     async def _run(self) -> None:
         layer = get_channel_layer()
@@ -214,12 +236,12 @@ class OutboxRelay:
                 if now - looked_back > 1.0:
                     rows = await run_db(self._late_rows, last, set(seen)) + rows
                     looked_back = now
-                for row_id, kind, payload in rows:
+                for row_id, kind, payload, wakes in rows:
                     if row_id in seen:
                         continue
                     seen[row_id] = now
                     last = max(last, row_id)
-                    await layer.group_send(EVENTS_GROUP, message(kind, payload))
+                    await send_event(layer, kind, payload, wakes)
                 for row_id in [i for i, at in seen.items() if now - at > 2 * RELAY_LOOKBACK_SECONDS]:
                     del seen[row_id]
                 if len(rows) >= RELAY_BATCH:

@@ -10,6 +10,7 @@ class OutboxEvent(models.Model):
 
     kind = models.CharField(max_length=40)
     payload = models.JSONField()
+    wakes = models.BooleanField(default=False, help_text="also sent to the parked devices' group (WAKE_GROUP)")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -20,7 +20,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import JsonResponse
 
 from fedplatform.errors import Invalid
-from fedplatform.events import EVENTS_GROUP, relay
+from fedplatform.events import WAKE_GROUP, relay
 from fedplatform.handlers import release_connection
 
 from clients.models import GONE_STATUSES
@@ -31,6 +31,18 @@ from .models import TERMINAL_RUN_STATUSES
 log = logging.getLogger("fedplatform.longpoll")
 # Channel-layer group memberships expire (a day, by default): renew well before.
 RESUBSCRIBE_SECONDS = 600
+
+
+def wakes_devices(kind: str, data: dict) -> bool:
+    """Whether an event can give a parked device something to do (``Waker.dispatch`` acts on
+    exactly these): every process that emits events asks this (``RoundsConfig.ready``)."""
+    if kind == "round.opened":
+        return True
+    if kind == "client.status":
+        return data.get("status") in GONE_STATUSES
+    if kind == "run.changed":
+        return data.get("status") in TERMINAL_RUN_STATUSES
+    return False
 
 
 class Waker:
@@ -55,7 +67,7 @@ class Waker:
             if layer is None:
                 raise ImproperlyConfigured("long polls wait on the channel layer: set CHANNEL_LAYERS")
             channel = await layer.new_channel()
-            await layer.group_add(EVENTS_GROUP, channel)
+            await layer.group_add(WAKE_GROUP, channel)
             self._listener = loop.create_task(self._listen(layer, channel))
         relay.ensure_started()
 
@@ -73,7 +85,7 @@ class Waker:
                 await asyncio.sleep(1)
                 continue
             if time.monotonic() - renewed > RESUBSCRIBE_SECONDS:
-                await layer.group_add(EVENTS_GROUP, channel)
+                await layer.group_add(WAKE_GROUP, channel)
                 renewed = time.monotonic()
             if message is not None:
                 self.dispatch(message.get("event", ""), message.get("data") or {})

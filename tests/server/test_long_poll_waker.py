@@ -65,3 +65,45 @@ def test_a_kicked_client_is_woken_alone():
         return await kicked, await other
 
     assert asyncio.run(scenario()) == (True, False)
+
+
+# Each event with whether it can wake a parked poll: the long-polls hear only the wake group,
+# so an event the rule leaves out must be one dispatch would ignore anyway.
+EVENTS = [
+    ("round.opened", {"run": 5, "expected": [], "open_places": 3}, True),
+    ("client.status", {"id": 50, "run": 5, "status": "kicked"}, True),
+    ("client.status", {"id": 50, "run": 5, "status": "left"}, True),
+    ("run.changed", {"id": 5, "status": "stopped"}, True),
+    ("client.status", {"id": 50, "run": 5, "status": "training"}, False),
+    ("run.changed", {"id": 5, "status": "paused"}, False),
+    ("round.closed", {"run": 5, "round": 1}, False),
+    ("update.received", {"run": 5, "client": 50}, False),
+]
+
+
+def test_only_the_events_sent_to_the_wake_group_wake_anyone():
+    from rounds.longpoll import wakes_devices
+
+    async def woken_by(kind: str, data: dict) -> bool:
+        waker = _waker()
+        poll = _park(waker, 5, 50, timeout=0.2)
+        await asyncio.sleep(0.01)
+        waker.dispatch(kind, data)
+        return await poll
+
+    for kind, data, wakes in EVENTS:
+        assert wakes_devices(kind, data) is wakes, kind
+        assert asyncio.run(woken_by(kind, data)) is wakes, (kind, data)
+
+
+def test_an_event_records_whether_it_wakes_devices(db, settings):
+    from django.db import transaction
+
+    from fedplatform.events import emit
+    from fedplatform.models import OutboxEvent
+
+    settings.REDIS_URL = ""  # one process: events leave through the outbox table
+    with transaction.atomic():
+        for kind, data, _ in EVENTS:
+            emit(kind, data)
+    assert [(e.kind, e.wakes) for e in OutboxEvent.objects.order_by("id")] == [(k, w) for k, _, w in EVENTS]
