@@ -51,8 +51,14 @@ def _after_commit(enqueue) -> None:
     transaction.on_commit(send)
 
 
-def request_tick(run_id: int) -> None:
+def request_tick(run_id: int, *, coalesce: bool = False) -> None:
     """Ask the engine to look at a run: one conditional UPDATE, and one task per burst of requests.
+
+    ``coalesce``: for devices joining or coming back, which arrive by the hundred a second and can
+    only let a round open: the tick runs ``COALESCE_SECONDS`` later and covers every such request
+    until it starts (with a thousand devices joining, ticks went from one per request the engine
+    could serve to a few a second). Other requests (an update, a departure) want the round moved on
+    now: they bring a coalesced tick forward.
 
     On PostgreSQL the mark waits for the caller's transaction to commit. The engine locks a run's
     row before its clients' (opening a round), while a request that moves a client holds that
@@ -61,28 +67,47 @@ def request_tick(run_id: int) -> None:
     is taken whole at BEGIN, so there the mark stays in the caller's transaction (one write
     transaction, not two). A mark lost between commit and mark is found by the sweep.
     """
+    coalesce = coalesce and not HUEY.immediate
     if connection.vendor == "postgresql" and not HUEY.immediate:
-        transaction.on_commit(lambda: _mark_due(run_id))
+        transaction.on_commit(lambda: _mark_due(run_id, coalesce))
     else:
-        _mark_due(run_id)
+        _mark_due(run_id, coalesce)
 
 
-# One conditional UPDATE, compiled once (fedplatform.prepared): every state change that may let a
-# run move on asks for a tick.
-_mark = PreparedUpdate(
-    lambda pk, now, stale: (
-        Run.objects.filter(Q(tick_requested_at__isnull=True) | Q(tick_requested_at__lt=stale), pk=pk),
+# The queue's scheduler looks for due tasks once a second, so a coalesced tick runs 0.5 to 1.5 s
+# after the first request it covers.
+COALESCE_SECONDS = 0.5
+
+# The mark is when the requested tick runs: now, or COALESCE_SECONDS ahead for a coalesced one.
+# Conditional UPDATEs, compiled once (fedplatform.prepared): every state change that may let a
+# run move on asks for a tick. A request for now also takes a mark that lies in the future.
+_mark_now = PreparedUpdate(
+    lambda pk, now, stale, later: (
+        Run.objects.filter(
+            Q(tick_requested_at__isnull=True) | Q(tick_requested_at__lt=stale) | Q(tick_requested_at__gt=later), pk=pk,
+        ),
         {"tick_requested_at": now},
+    ),
+    int, datetime, datetime, datetime,
+)
+_mark_later = PreparedUpdate(
+    lambda pk, at, stale: (
+        Run.objects.filter(Q(tick_requested_at__isnull=True) | Q(tick_requested_at__lt=stale), pk=pk),
+        {"tick_requested_at": at},
     ),
     int, datetime, datetime,
 )
 
 
-def _mark_due(run_id: int) -> None:
-    now = timezone.now()
-    if _mark.run(run_id, now, now - TICK_REQUEST_TTL):
-        from .tasks import tick  # noqa: PLC0415 - tasks import the engine, which imports this
+def _mark_due(run_id: int, coalesce: bool = False) -> None:
+    from .tasks import tick  # noqa: PLC0415 - tasks import the engine, which imports this
 
+    now = timezone.now()
+    stale = now - TICK_REQUEST_TTL
+    if coalesce:
+        if _mark_later.run(run_id, now + timedelta(seconds=COALESCE_SECONDS), stale):
+            _after_commit(lambda: tick.schedule((run_id,), delay=COALESCE_SECONDS))
+    elif _mark_now.run(run_id, now, stale, now):
         _after_commit(lambda: tick(run_id))
 
 

@@ -20,4 +20,4 @@ def forget_dropped_client(sender, *, client, **kwargs) -> None:
 
 @receiver(client_available)
 def consider_a_round(sender, *, client, **kwargs) -> None:
-    dispatch.request_tick(client.run_id)
+    dispatch.request_tick(client.run_id, coalesce=True)  # joins come in bursts; a tick covers many

@@ -34,3 +34,27 @@ def test_the_last_upload_asks_for_a_tick_and_does_not_close_the_round(device, ru
     assert Round.objects.get(pk=task_a["round"]).status == RoundStatus.OPEN  # closing is the engine's
     assert ticks == [run.pk]  # two uploads, one tick: the request is coalesced with the first
     assert Run.objects.get(pk=run.pk).tick_requested_at is not None
+
+
+def test_joins_share_one_later_tick_and_an_upload_brings_it_forward(run, monkeypatch):
+    from rounds import dispatch
+
+    enqueued: list[tuple] = []
+
+    class Tick:  # the queue's task, recording how it was enqueued
+        def __call__(self, run_id: int) -> None:
+            enqueued.append(("now", run_id))
+
+        def schedule(self, args: tuple, delay: float) -> None:
+            enqueued.append(("later", *args, delay))
+
+    monkeypatch.setattr("rounds.tasks.tick", Tick())
+    Run.objects.filter(pk=run.pk).update(tick_requested_at=None)
+    for _ in range(3):  # devices joining: one tick, a little later, covers them all
+        dispatch._mark_due(run.pk, coalesce=True)
+    assert enqueued == [("later", run.pk, dispatch.COALESCE_SECONDS)]
+    for _ in range(2):  # an upload must not wait for it: one tick now, and only one
+        dispatch._mark_due(run.pk)
+    assert enqueued[1:] == [("now", run.pk)]
+    dispatch._mark_due(run.pk, coalesce=True)  # a tick is already due now: nothing more
+    assert len(enqueued) == 2
