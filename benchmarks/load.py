@@ -90,6 +90,16 @@ def _cpu_of_processes_named(name: str) -> float:
     return total
 
 
+def machine_seconds() -> dict[str, float]:
+    """The machine's CPU time so far, all cores (``/proc/stat``): busy, idle, and stolen by the
+    hypervisor for other guests. Steal makes the same run slower: reports must show it."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {"busy": (user + nice + system + irq + softirq) / ticks, "idle": (idle + iowait) / ticks,
+            "stolen by the host": steal / ticks}
+
+
 class Platform:
     """Server and engine processes on one database, started and stopped by the benchmark."""
 
@@ -386,6 +396,7 @@ async def drive(args, platform: Platform) -> tuple[Stats, dict]:
 
         cpu_before, started = platform.cpu_seconds(), time.monotonic()
         cpu_before["load driver (this process)"] = time.process_time()
+        machine_before = machine_seconds()
         max_conn = 0
         tasks = [asyncio.create_task(one(i)) for i in range(args.devices)]
         finished = False
@@ -405,6 +416,7 @@ async def drive(args, platform: Platform) -> tuple[Stats, dict]:
         wall = time.monotonic() - started
         cpu_after = platform.cpu_seconds()
         cpu_after["load driver (this process)"] = time.process_time()
+        machine_after = machine_seconds()
         done.set()
         await asyncio.sleep(1)
         for t in tasks:
@@ -415,6 +427,7 @@ async def drive(args, platform: Platform) -> tuple[Stats, dict]:
     summary = {
         "finished": finished, "wall": wall, "rounds": rounds, "max_db_connections": max_conn,
         "cpu": {k: (cpu_after[k] - cpu_before[k]) for k in cpu_before}, "per_round": per_round,
+        "machine": {k: machine_after[k] - machine_before[k] for k in machine_before},
     }
     return stats, summary
 
@@ -448,6 +461,7 @@ def main(argv: list[str] | None = None) -> None:
             ])
     backend = f"{args.database}{' + Redis' if args.redis else ''}"
     cpu = ", ".join(f"{k}: {v:.0f} s ({100 * v / summary['wall']:.0f} %)" for k, v in summary["cpu"].items())
+    machine = ", ".join(f"{k} {v:.0f} s" for k, v in summary["machine"].items())
     body = (
         f"{args.devices} devices, {args.servers} server process(es) ({args.server}), {args.engines} engine worker(s), "
         f"{backend}; {args.arch} on {args.dataset}, {summary['per_round']} clients per round, "
@@ -459,6 +473,7 @@ def main(argv: list[str] | None = None) -> None:
         "the broadcast delta).\n\n"
         f"Server CPU over the run: {cpu}. Peak database connections: "
         f"{summary['max_db_connections'] if args.database == 'postgres' else 'n/a (SQLite)'}.\n\n"
+        f"The machine over the run ({os.cpu_count()} cores): {machine}.\n\n"
         "Latency per request (ms; a held poll counts its answer time minus the time it was parked):\n\n"
         + table(["endpoint", "requests", "p50", "p95", "p99", "errors"], rows)
         + "\n\nA new round's task reaching the selected waiting devices (seconds after the round opened):\n\n"
