@@ -31,7 +31,9 @@ State = dict[str, np.ndarray]
 
 def _plain_step(base: np.ndarray, delta: np.ndarray) -> np.ndarray:
     if np.issubdtype(base.dtype, np.floating):
-        return (base.astype(np.float64) + delta.astype(np.float64)).astype(base.dtype)
+        total = base.astype(np.float64)
+        total += delta  # widened as it is added: the same sum as adding its float64 copy
+        return total.astype(base.dtype)
     return (base + delta).astype(base.dtype)
 
 
@@ -58,10 +60,15 @@ def step(
         if name in plain or not np.issubdtype(x.dtype, np.floating):
             model[name] = _plain_step(x, d)
             continue
-        d64 = np.asarray(d, dtype=np.float64)
         if optimizer == "sgd":
-            move = lr * d64
-        elif optimizer == "momentum":
+            # In place, with one float64 temporary at most: the largest tensor's copies were the
+            # peak of a ResNet-18 close. The same arithmetic as (x + lr * d) in float64.
+            total = x.astype(np.float64)
+            total += d if lr == 1.0 else np.multiply(d, lr, dtype=np.float64)
+            model[name] = total.astype(x.dtype)
+            continue
+        d64 = np.asarray(d, dtype=np.float64)
+        if optimizer == "momentum":
             v = _state(state, f"v:{name}", x.shape, 0.0) * float(params["server_momentum"]) + d64
             new_state[f"v:{name}"] = v.astype(np.float32)
             move = lr * v.astype(np.float32).astype(np.float64)
