@@ -8,9 +8,9 @@ the same per-round training seeds. Every device first evaluates the model it rec
 held-out split (as fedplatform's workers do), then trains. Each system's global model is
 evaluated on the same test images (the server's seeded test sample, ``FEDPLATFORM_EVAL_LIMIT``).
 
-- fedplatform: a server (daphne), an engine worker and 2 ``python -m worker`` processes on a
+- fedplatform: a server (uvicorn), an engine worker and 2 ``python -m worker`` processes on a
   fresh SQLite database; the run is created through the REST API with the product's defaults
-  for the wire (int4 uploads with error feedback, lossless float32 downloads).
+  for the wire (int4 uploads with error feedback, downloads int8 deltas of the broadcast replica).
 - Flower, installed by this script from PyPI into its own virtual environment
   (``benchmarks/.flower-venv``, reused when present; never a project dependency), in two ways:
   ``deployment``: a SuperLink and 2 SuperNodes running a ServerApp/ClientApp with Flower's
@@ -285,7 +285,7 @@ def run_fedplatform(work: Workload, *, max_seconds: float) -> list[dict]:
     import requests
     from load import OPERATOR, Platform  # the load benchmark's server + engine on a temporary database
 
-    platform = Platform(SimpleNamespace(database="sqlite", redis=False, servers=1, engines=1))
+    platform = Platform(SimpleNamespace(database="sqlite", redis=False, servers=1, engines=1, server="uvicorn", logs=None))
     platform.env.update(FEDPLATFORM_DATA_DIR=work.data, FEDPLATFORM_EVAL_LIMIT=str(work.test_samples))
     workers: list[subprocess.Popen] = []
     try:
@@ -321,6 +321,7 @@ def run_fedplatform(work: Workload, *, max_seconds: float) -> list[dict]:
     for row in rows:
         start, end = end, end + row["wall_seconds"]
         row["cpu_seconds"] = _cpu_during(cpu, start, end)
+        row["download_encoding"] = run["download_encoding"]
     return rows
 
 
@@ -775,9 +776,9 @@ def render(work: Workload, results: dict[str, list[dict]], flower_version: str) 
         f"loopback. Accuracy: each system's final global model on {_test_images(results)}. Flower {flower_version}: "
         "FedAvg, the global model tested in the round loop (`evaluate_fn`), as Flower runs it; `deployment` is a "
         "SuperLink and SuperNodes (`flwr run`), `legacy API` is `start_server`/`start_client`. fedplatform with the "
-        f"product's wire defaults (uploads {fed[-1]['upload_encoding']} with error feedback, downloads lossless "
-        "float32, or the delta from the version a device holds); its engine tests each version beside the next "
-        "round.\n\n"
+        f"product's wire defaults (uploads {fed[-1]['upload_encoding']} with error feedback, downloads "
+        f"{fed[-1].get('download_encoding', 'float32')} deltas of the broadcast replica from the version a device "
+        "holds, the first one a lossless snapshot); its engine tests each version beside the next round.\n\n"
         "Round wall time runs from one global model to the next, everything included; device work is the slowest "
         "device's evaluation + training as it reported them; overhead is the difference. Bytes are model payload per "
         "round, all devices together (codec bodies / serialised arrays; protocol framing not counted).\n\n"
