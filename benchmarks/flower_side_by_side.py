@@ -285,7 +285,8 @@ def run_fedplatform(work: Workload, *, max_seconds: float) -> list[dict]:
     import requests
     from load import OPERATOR, Platform  # the load benchmark's server + engine on a temporary database
 
-    platform = Platform(SimpleNamespace(database="sqlite", redis=False, servers=1, engines=1, server="uvicorn", logs=None))
+    platform = Platform(SimpleNamespace(database="sqlite", redis=False, servers=1, engines=1, server="uvicorn",
+                                        logs=None))
     platform.env.update(FEDPLATFORM_DATA_DIR=work.data, FEDPLATFORM_EVAL_LIMIT=str(work.test_samples))
     workers: list[subprocess.Popen] = []
     try:
