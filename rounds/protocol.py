@@ -163,10 +163,14 @@ def model_download(
 
     accepts = list(client.accepts or []) if client is not None else None
     body = model_body(version=version, base=base, accepts=accepts, chains=chains)
-    if client is not None:
+    if client is None:
+        return body
+    rnd = _pending_round(client)
+    # One write transaction, not four: a round's selected devices all download at the moment it
+    # opens, and on SQLite each transaction waits its turn for the one write lock.
+    with transaction.atomic():
         client_seen(client=client)
         client_count_bytes(client=client, received=len(body.data), held_version=version.number)
-        rnd = _pending_round(client)
         if rnd is not None and rnd.base_version_id == version.pk:
             _new_download.create(round=rnd, client=client, version=version.number, base_version=body.base_version,
                                  kind=body.kind, bytes_wire=len(body.data))
