@@ -141,6 +141,28 @@ class _NoRequestThread(ASGIHandler):
             # Raised while Django reads the body, before it has sent anything.
             await send_error(send, 413, "too_large", f"body exceeds this request's limit of {limit} bytes")
 
+    async def handle(self, scope, receive, send):
+        """Django's first steps (the body, the script prefix, ``request_started``, the request),
+        then ``serve``; a malformed request is answered here."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        try:
+            set_script_prefix(get_script_prefix(scope))
+            await signals.request_started.asend(sender=self.__class__, scope=scope)
+            request, error = self.create_request(scope, body_file)
+            if request is None:
+                await self.send_response(error, send)
+                await sync_to_async(error.close, thread_sensitive=False)()
+                return
+            await self.serve(request, receive, send)
+        finally:
+            body_file.close()
+
+    async def serve(self, request, receive, send) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
     def create_request(self, scope, body_file):
         request, response = super().create_request(scope, body_file)
         if request is None:  # Django's plain-text answers, in the API's shape
@@ -166,28 +188,14 @@ class PooledASGIHandler(_NoRequestThread):
         base.BaseHandler.__init__(self)
         self.load_middleware(is_async=False)
 
-    async def handle(self, scope, receive, send):
+    async def serve(self, request, receive, send) -> None:
+        response = await sync_to_async(self._respond, thread_sensitive=False)(request)
+        response._handler_class = self.__class__
         try:
-            body_file = await self.read_body(receive)
-        except RequestAborted:
-            return
-        try:
-            set_script_prefix(get_script_prefix(scope))
-            await signals.request_started.asend(sender=self.__class__, scope=scope)
-            request, error = self.create_request(scope, body_file)
-            if request is None:
-                await self.send_response(error, send)
-                await sync_to_async(error.close, thread_sensitive=False)()
-                return
-            response = await sync_to_async(self._respond, thread_sensitive=False)(request)
-            response._handler_class = self.__class__
-            try:
-                await self.send_response(response, send)
-            finally:
-                if response.streaming:
-                    await sync_to_async(response.close, thread_sensitive=False)()
+            await self.send_response(response, send)
         finally:
-            body_file.close()
+            if response.streaming:
+                await sync_to_async(response.close, thread_sensitive=False)()
 
     def _respond(self, request):
         try:
@@ -213,45 +221,30 @@ class BareASGIHandler(_NoRequestThread):
             self._get_response_async if is_async else self._get_response  # type: ignore[attr-defined]
         )
 
-    async def handle(self, scope, receive, send):
-        """Django's ``handle`` (a held poll is cancelled when its device goes away), except that the
-        response is closed on the shared pool: Django closes it on one thread for the whole
-        process, and a run that ended answered its thousand parked polls one close at a time
-        (the last after a second)."""
-        try:
-            body_file = await self.read_body(receive)
-        except RequestAborted:
-            return
-        try:
-            set_script_prefix(get_script_prefix(scope))
-            await signals.request_started.asend(sender=self.__class__, scope=scope)
-            request, error = self.create_request(scope, body_file)
-            if request is None:
-                await self.send_response(error, send)
-                await sync_to_async(error.close, thread_sensitive=False)()
-                return
+    async def serve(self, request, receive, send) -> None:
+        """As Django's ``handle`` (a held poll is cancelled when its device goes away), except that
+        the response is closed on the shared pool: Django closes every response of an async view
+        on one thread for the whole process, one after another."""
 
-            async def answer():
-                response = await self.run_get_response(request)
-                try:
-                    await self.send_response(response, send)
-                except asyncio.CancelledError:
-                    pass  # the device went away while it was sent
-                return response
+        async def answer():
+            response = await self.run_get_response(request)
+            try:
+                await self.send_response(response, send)
+            except asyncio.CancelledError:
+                pass  # the device went away while it was sent
+            return response
 
-            listen = asyncio.create_task(self.listen_for_disconnect(receive))
-            work = asyncio.create_task(answer())
-            await asyncio.wait([listen, work], return_when=asyncio.FIRST_COMPLETED)
-            for task in (listen, work):
-                if not task.done():
-                    task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, RequestAborted):
-                    pass
-            if work.cancelled():
-                await signals.request_finished.asend(sender=self.__class__)
-            else:
-                await sync_to_async(work.result().close, thread_sensitive=False)()
-        finally:
-            body_file.close()
+        listen = asyncio.create_task(self.listen_for_disconnect(receive))
+        work = asyncio.create_task(answer())
+        await asyncio.wait([listen, work], return_when=asyncio.FIRST_COMPLETED)
+        for task in (listen, work):
+            if not task.done():
+                task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, RequestAborted):
+                pass
+        if work.cancelled():
+            await signals.request_finished.asend(sender=self.__class__)
+        else:
+            await sync_to_async(work.result().close, thread_sensitive=False)()
