@@ -117,3 +117,22 @@ def test_an_unknown_attack_is_refused():
     with pytest.raises(ValueError, match="unknown attack"):
         attacks.poison_data("backdoor", DeviceData(TensorSplit(torch.zeros(1, 1), torch.zeros(1))))
 
+
+def test_the_simulation_attacks_only_when_asked_and_only_with_the_attackers():
+    from experiments import simulate
+    from grids import BASE
+
+    tiny = {**BASE, "clients": 2, "rounds": 1, "train_examples": 200, "test_examples": 100, "batch_size": 16}
+
+    def run(**extra) -> dict:
+        rows: list[dict] = []
+        simulate({**tiny, **extra}, 0, rows.append)
+        return {k: v for k, v in rows[0].items() if k != "seconds"}
+
+    clean = run()
+    assert run(attack=None, attackers=2) == clean  # the grids without the keys run as before
+    flipped = run(attack="sign_flip", attackers=1)
+    assert flipped["test_accuracy"] != clean["test_accuracy"]
+    assert flipped["train_loss"] == clean["train_loss"]  # the attackers trained honestly, then flipped
+    claimed = run(attack="max_weight", attackers=1)
+    assert claimed["test_accuracy"] != clean["test_accuracy"]
