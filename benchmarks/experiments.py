@@ -206,6 +206,8 @@ class Platform:
 
 def run_real(config: dict, seed: int, emit, workdir: Path) -> None:
     """The same federation through a server, an engine and one worker process per client."""
+    if config.get("attack"):  # the worker is honest: an attack here would be an unattacked run under its name
+        raise ValueError("attacks run in the simulation only (--backend sim)")
     clients = config["clients"]
     env = {"FEDPLATFORM_EVAL_LIMIT": str(config["test_examples"] or 1_000_000)}
     if data_root(config["dataset"]):
