@@ -292,16 +292,34 @@ def poisoning_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
              f"{base['arch']} on {base['dataset']} ({base['train_examples']} training examples), K = {base['clients']} "
              f"IID clients, every client in every round, {base['rounds']} rounds of {base['local_epochs']} local "
              f"epoch(s), lr {base['lr']}, uploads {base['upload_encoding']} with error feedback. In the attacked runs "
-             f"clients 0 to {base['attackers'] - 1} attack in every round (`benchmarks/attacks.py`): sign_flip sends "
+             f"the first {base['attackers']} clients attack in every round (`benchmarks/attacks.py`): sign_flip sends "
              f"the negated delta; scale1000 the delta times {attacks.SCALE:g}; gaussian noise with "
              f"{attacks.GAUSSIAN_FACTOR:g} times the honest delta's norm in its place; label_flip trains on labels "
              f"y → {attacks.NUM_CLASSES - 1} − y; max_weight sends the negated delta and claims "
              f"{attacks.MAX_NUM_EXAMPLES:,} examples, the most the server lets a device register and claim. "
              "Median, trimmed mean and Multi-Krum are unweighted; FedAvg, clipped or not, weighs each update "
              "by the examples it claims.", "",
-             f"Test accuracy (%) of the global model at the final round, mean over seeds; in brackets, points "
-             f"against the same strategy's clean run. A rule holds when it stays within {HOLD_GAP:g} points of "
-             "its clean run.", ""]
+             "Test accuracy (%) of the global model, mean ± sd over seeds; in brackets, points against the same "
+             f"strategy's clean run. A rule holds against an attack when it stays within {HOLD_GAP:g} points of "
+             f"its clean run both at the final round and on the mean of the last {TAIL} rounds.", ""]
+    seeds = sorted({seed for s in cell.values() for seed in s.seeds})
+    final, held_final = _attack_table(names, strategies, cell, Series.final)
+    tail, held_tail = _attack_table(names, strategies, cell, Series.tail)
+    held = {strategy: [a for a in held_final[strategy] if a in held_tail[strategy]] for strategy in strategies}
+    lines += [f"Final round (round {base['rounds']}), seeds {', '.join(map(str, seeds))}:", "", final, "",
+              f"Mean of the last {TAIL} rounds:", "", tail, ""]
+    for strategy in strategies:
+        got = held[strategy]
+        lines.append(f"- {strategy} holds against {', '.join(got) if got else 'none of the attacks'}.")
+    lines += ["", "Made by:", "", provenance(rows), ""]
+    attacked = [a for a in names if a is not None]
+    headline = {"held": held, "attacks": attacked}
+    return "\n".join(lines), headline
+
+
+def _attack_table(names: list[str | None], strategies: list[str], cell: dict, pick) -> tuple[str, dict[str, list]]:
+    """Attacks x strategies of ``pick(series)`` (per-seed accuracies), and the attacks each strategy
+    stays within HOLD_GAP points of its clean run against."""
     body, held = [], {s: [] for s in strategies}
     for attack in names:
         cells = [attack or "none (clean)"]
@@ -310,24 +328,15 @@ def poisoning_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
             if s is None:
                 cells.append("–")
                 continue
-            text = f"{mean(s.final()):.2f}"
+            text = spread(pick(s))
             if attack is not None and clean is not None:
-                gap = mean(s.final()) - mean(clean.final())
+                gap = mean(pick(s)) - mean(pick(clean))
                 text += f" ({gap:+.1f})"
                 if gap >= -HOLD_GAP:
                     held[strategy].append(attack)
             cells.append(text)
         body.append(cells)
-    seeds = sorted({seed for s in cell.values() for seed in s.seeds})
-    lines += [table(["attack", *strategies], body), "",
-              f"Seeds {', '.join(map(str, seeds))}; the final round is round {base['rounds']}.", ""]
-    for strategy in strategies:
-        got = held[strategy]
-        lines.append(f"- {strategy} holds against {', '.join(got) if got else 'none of the attacks'}.")
-    lines += ["", "Made by:", "", provenance(rows), ""]
-    attacked = [a for a in names if a is not None]
-    headline = {"held": held, "attacks": attacked}
-    return "\n".join(lines), headline
+    return table(["attack", *strategies], body), held
 
 
 def cross_check_section(grid: Grid, rows: list[dict], order: list[str]) -> list[str]:
@@ -386,7 +395,7 @@ def render() -> str:
         if "held" in h:
             held = "; ".join(f"{strategy} {len(got)} of {len(h['attacks'])}" for strategy, got in h["held"].items())
             summary.append(f"| {GRIDS[name].title}: attacks each rule holds against | {held} | none set (holding: "
-                           f"final accuracy within {HOLD_GAP:g} points of its clean run) | – |")
+                           f"within {HOLD_GAP:g} points of its clean run, final and last {TAIL}) | – |")
     head = ("# Results\n\nGenerated by `python benchmarks/results_report.py` from "
             "`benchmarks/results/experiments/*.jsonl`, which `python benchmarks/experiments.py run GRID` writes (one "
             "row per configuration, seed and round, with the command, commit and machine). Protocol: fixed seeds; "
