@@ -48,9 +48,15 @@ def data_root(dataset: str) -> Path | None:
 
 
 def simulate(config: dict, seed: int, emit) -> None:
-    """One federation in this process; ``emit(row)`` is called after every round."""
+    """One federation in this process; ``emit(row)`` is called after every round.
+
+    With ``config["attack"]`` set, clients 0 to ``attackers - 1`` poison their data or their upload
+    in every round (``benchmarks/attacks.py``); without it the run is the honest federation.
+    """
+    import numpy as np
     import torch
 
+    import attacks
     from fedcore import codec
     from fedcore.feedback import ErrorFeedback
     from fedcore.state import buffer_names, load_arrays, state_to_arrays
@@ -72,6 +78,10 @@ def simulate(config: dict, seed: int, emit) -> None:
             partition_index=index, seed=seed))
         for index in range(clients)
     ]
+    # Poisoning (the ``poisoning`` grid): the first ``attackers`` clients run ``attack`` every round.
+    attack = config.get("attack")
+    attackers = config.get("attackers", 0) if attack else 0
+    shares = [attacks.poison_data(attack, data) if index < attackers else data for index, data in enumerate(shares)]
     test = _test_split(task.test_data(task_config, root=root), config["test_examples"], seed)
     model = seeded_model(task, task_config, seed)
     exempt = buffer_names(model)
@@ -91,13 +101,18 @@ def simulate(config: dict, seed: int, emit) -> None:
             except FloatingPointError:
                 diverged += 1  # as the worker does: a diverged update is not sent
                 continue
-            pending = feedback[index].encode(result.delta, encoding=config["upload_encoding"],
+            delta, weight = result.delta, result.num_examples
+            if index < attackers:
+                delta, weight = attacks.poison_update(attack, delta, weight,
+                                                      rng=np.random.default_rng([seed, number, index]))
+            pending = feedback[index].encode(delta, encoding=config["upload_encoding"],
                                              base_version=number - 1, exact=exempt)
             feedback[index].commit(pending)
             bytes_up += len(pending.body)
             decoded = codec.decode(pending.body, kind="delta", manifest=codec.manifest_of(result.delta))
-            contributions.append((decoded.arrays, result.num_examples))
-            reports.append((result.metrics, result.num_examples))
+            # Weighted by the count the update claims, as the engine weighs an upload's X-Num-Examples.
+            contributions.append((decoded.arrays, weight))
+            reports.append((result.metrics, weight))
         metrics: dict = {}
         if contributions:
             aggregated = strategy.aggregate(global_model, contributions, state)
@@ -191,6 +206,8 @@ class Platform:
 
 def run_real(config: dict, seed: int, emit, workdir: Path) -> None:
     """The same federation through a server, an engine and one worker process per client."""
+    if config.get("attack"):  # the worker is honest: an attack here would be an unattacked run under its name
+        raise ValueError("attacks run in the simulation only (--backend sim)")
     clients = config["clients"]
     env = {"FEDPLATFORM_EVAL_LIMIT": str(config["test_examples"] or 1_000_000)}
     if data_root(config["dataset"]):

@@ -25,6 +25,7 @@ TARGET = REPO / "benchmarks" / "RESULTS.md"
 TAIL = 5
 HEADLINE_GAP = 2.0  # points: IID at K = 5 against centralized
 STRATEGY_GAIN = 5.0  # points: the best strategy against FedAvg at alpha 0.1 (or within 5 of centralized)
+HOLD_GAP = 5.0  # points: a rule holds against an attack when its final accuracy stays this close to its clean run's
 
 
 def load(grid: Grid) -> list[dict]:
@@ -269,6 +270,75 @@ def strategies_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
     return "\n".join(lines), headline
 
 
+def strategy_name(config: dict) -> str:
+    """A strategy as a run names it, with the configuration the grid gives it."""
+    params = ",".join(f"{k}={v:g}" for k, v in sorted(config["strategy_config"].items()))
+    return config["strategy"] + (f"[{params}]" if params else "")
+
+
+def poisoning_section(grid: Grid, rows: list[dict]) -> tuple[str, dict]:
+    import attacks
+
+    series = series_of(rows)
+    base = grid.base
+    configs = [config for config, _ in expand(grid)]
+    strategies = list(dict.fromkeys(strategy_name(c) for c in configs))
+    names = list(dict.fromkeys(c["attack"] for c in configs))
+    cell: dict[tuple[str | None, str], Series] = {}
+    for config in configs:
+        if label(config) in series:
+            cell[(config["attack"], strategy_name(config))] = series[label(config)]
+    lines = [f"## {grid.title}", "",
+             f"{base['arch']} on {base['dataset']} ({base['train_examples']} training examples), K = {base['clients']} "
+             f"IID clients, every client in every round, {base['rounds']} rounds of {base['local_epochs']} local "
+             f"epoch(s), lr {base['lr']}, uploads {base['upload_encoding']} with error feedback. In the attacked runs "
+             f"the first {base['attackers']} clients attack in every round (`benchmarks/attacks.py`): sign_flip sends "
+             f"the negated delta; scale1000 the delta times {attacks.SCALE:g}; gaussian noise with "
+             f"{attacks.GAUSSIAN_FACTOR:g} times the honest delta's norm in its place; label_flip trains on labels "
+             f"y → {attacks.NUM_CLASSES - 1} − y; max_weight sends the negated delta and claims "
+             f"{attacks.MAX_NUM_EXAMPLES:,} examples, the most the server lets a device register and claim. "
+             "Median, trimmed mean and Multi-Krum are unweighted; FedAvg, clipped or not, weighs each update "
+             "by the examples it claims.", "",
+             "Test accuracy (%) of the global model, mean ± sd over seeds; in brackets, points against the same "
+             f"strategy's clean run. A rule holds against an attack when it stays within {HOLD_GAP:g} points of "
+             f"its clean run both at the final round and on the mean of the last {TAIL} rounds.", ""]
+    seeds = sorted({seed for s in cell.values() for seed in s.seeds})
+    final, held_final = _attack_table(names, strategies, cell, Series.final)
+    tail, held_tail = _attack_table(names, strategies, cell, Series.tail)
+    held = {strategy: [a for a in held_final[strategy] if a in held_tail[strategy]] for strategy in strategies}
+    lines += [f"Final round (round {base['rounds']}), seeds {', '.join(map(str, seeds))}:", "", final, "",
+              f"Mean of the last {TAIL} rounds:", "", tail, ""]
+    for strategy in strategies:
+        got = held[strategy]
+        lines.append(f"- {strategy} holds against {', '.join(got) if got else 'none of the attacks'}.")
+    lines += ["", "Made by:", "", provenance(rows), ""]
+    attacked = [a for a in names if a is not None]
+    headline = {"held": held, "attacks": attacked}
+    return "\n".join(lines), headline
+
+
+def _attack_table(names: list[str | None], strategies: list[str], cell: dict, pick) -> tuple[str, dict[str, list]]:
+    """Attacks x strategies of ``pick(series)`` (per-seed accuracies), and the attacks each strategy
+    stays within HOLD_GAP points of its clean run against."""
+    body, held = [], {s: [] for s in strategies}
+    for attack in names:
+        cells = [attack or "none (clean)"]
+        for strategy in strategies:
+            s, clean = cell.get((attack, strategy)), cell.get((None, strategy))
+            if s is None:
+                cells.append("–")
+                continue
+            text = spread(pick(s))
+            if attack is not None and clean is not None:
+                gap = mean(pick(s)) - mean(pick(clean))
+                text += f" ({gap:+.1f})"
+                if gap >= -HOLD_GAP:
+                    held[strategy].append(attack)
+            cells.append(text)
+        body.append(cells)
+    return table(["attack", *strategies], body), held
+
+
 def cross_check_section(grid: Grid, rows: list[dict], order: list[str]) -> list[str]:
     real = series_of(rows, "real")
     sim = series_of(rows)
@@ -307,7 +377,9 @@ def render() -> str:
         if not rows:
             sections.append(f"## {grid.title}\n\nNot run yet: `python benchmarks/experiments.py run {grid.name}`.\n")
             continue
-        text, headline = (strategies_section if grid.name.startswith("strategies") else prototype_section)(grid, rows)
+        section = (strategies_section if grid.name.startswith("strategies") else
+                   poisoning_section if grid.name.startswith("poisoning") else prototype_section)
+        text, headline = section(grid, rows)
         sections.append(text)
         headlines[grid.name] = headline
     summary = ["| what | measured | target | verdict |", "|---|---|---|---|"]
@@ -320,6 +392,10 @@ def render() -> str:
             summary.append(f"| {GRIDS[name].title}: best strategy ({h['best']}) vs FedAvg | "
                            f"{h['gain']:+.2f}{extra} (points) | ≥ {STRATEGY_GAIN:g} above FedAvg, "
                            f"or within {STRATEGY_GAIN:g} of centralized | {h['verdict']} |")
+        if "held" in h:
+            held = "; ".join(f"{strategy} {len(got)} of {len(h['attacks'])}" for strategy, got in h["held"].items())
+            summary.append(f"| {GRIDS[name].title}: attacks each rule holds against | {held} | none set (holding: "
+                           f"within {HOLD_GAP:g} points of its clean run, final and last {TAIL}) | – |")
     head = ("# Results\n\nGenerated by `python benchmarks/results_report.py` from "
             "`benchmarks/results/experiments/*.jsonl`, which `python benchmarks/experiments.py run GRID` writes (one "
             "row per configuration, seed and round, with the command, commit and machine). Protocol: fixed seeds; "
