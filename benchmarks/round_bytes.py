@@ -50,12 +50,12 @@ def norm(arrays: dict, names) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from fedcore import codec
-    from fedcore.aggregation import fedavg
     from fedcore.broadcast import DOWNLOAD_ENCODINGS, step
     from fedcore.data import DATASETS, load_cifar_npz, to_tensors
     from fedcore.feedback import ErrorFeedback
     from fedcore.nets import build_model
     from fedcore.state import buffer_names, load_arrays, state_to_arrays, subtract
+    from fedcore.strategies import build_strategy
     from fedcore.training import train
 
     info = DATASETS["cifar10"]
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = codec.float32_size(codec.manifest_of(exact))
     replicas = {enc: dict(exact) for enc in DOWN_ENCODINGS}
     feedback = [ErrorFeedback() for _ in range(args.clients)]
+    fedavg = build_strategy("fedavg")
     order = np.random.default_rng(0).permutation(len(y))
     per_device = args.steps * args.batch_size
     rows, sizes = [], {enc: [] for enc in DOWN_ENCODINGS}
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             ups.append(len(pending.body))
             received.append((codec.decode(pending.body, kind="delta").arrays, len(pick)))
         previous = exact
-        exact = fedavg(exact, received)  # the server's exact model: its base plus the mean delta
+        exact = fedavg.aggregate(exact, received).model  # the engine's path: the base plus the mean delta
         change = norm(subtract(exact, previous), weights)
         print(f"round {rnd}: {args.clients} devices trained {args.steps} steps each in "
               f"{time.perf_counter() - started:.1f}s; uploads {mb(float(np.mean(ups[-args.clients:])))}", flush=True)

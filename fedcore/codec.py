@@ -240,7 +240,8 @@ def _encode_quantized(name: str, a: np.ndarray, encoding: str) -> tuple[bytes, n
     shape = f32.shape
     if encoding in ("int8", "int4"):
         qmax = quantize.INT8_MAX if encoding == "int8" else quantize.INT4_MAX
-        scales, q = quantize.quantize_rows(f32, qmax)
+        deadzone = 0.0 if encoding == "int8" else quantize.INT4_DEADZONE
+        scales, q = quantize.quantize_rows(f32, qmax, deadzone)
         body = q if encoding == "int8" else quantize.pack_nibbles(q)
         data = scales.astype("<f4").tobytes() + body.tobytes()
         with np.errstate(over="ignore"):

@@ -10,22 +10,23 @@ from fedcore import codec, quantize
 _FLOAT32_ROUNDING = 2.0**-22
 
 
-def _half_step(largest: np.ndarray | float, qmax: int) -> np.ndarray | float:
-    """|error| of round-to-nearest on a grid of step largest/qmax, computed in float32."""
-    return largest / qmax / 2 + largest * _FLOAT32_ROUNDING
+def _half_step(largest: np.ndarray | float, qmax: int, deadzone: float = 0.0) -> np.ndarray | float:
+    """|error| of rounding on a grid of step largest/qmax, computed in float32: half a step to
+    nearest, (1/2 + deadzone) of a step with a deadzone."""
+    return largest / qmax * (0.5 + deadzone) + largest * _FLOAT32_ROUNDING
 
 
-def _row_bound(x: np.ndarray, qmax: int) -> np.ndarray:
-    """Half a quantization step of each element's row."""
+def _row_bound(x: np.ndarray, qmax: int, deadzone: float = 0.0) -> np.ndarray:
+    """The rounding error each element's row allows."""
     rows = quantize.row_count(x.shape)
     if rows == 0:
         return np.zeros(x.shape, np.float32)
-    grid = _half_step(np.abs(x.reshape(rows, -1).astype(np.float64)).max(axis=1, keepdims=True), qmax)
+    grid = _half_step(np.abs(x.reshape(rows, -1).astype(np.float64)).max(axis=1, keepdims=True), qmax, deadzone)
     return np.broadcast_to(grid, (rows, x.size // rows)).reshape(x.shape)
 
 
 def quantized_within_bound(x: np.ndarray, y: np.ndarray, encoding: str) -> bool:
-    """int8/int4: half a step per row; top-k: at most k values kept, every dropped one no larger
+    """int8: half a step per row; int4: (1/2 + its deadzone) of a step per row; top-k: at most k values kept, every dropped one no larger
     than the smallest kept and exactly zero on the wire; kept values as int8 (half a step of the
     largest) or, for ternary, all at one magnitude (their mean) with their own signs."""
     err = np.abs(y.astype(np.float64) - x.astype(np.float64))
@@ -33,7 +34,7 @@ def quantized_within_bound(x: np.ndarray, y: np.ndarray, encoding: str) -> bool:
     if encoding == "int8" or x.ndim < 2:
         return bool(np.all(err <= _row_bound(x, 127) + tiny))
     if encoding == "int4":
-        return bool(np.all(err <= _row_bound(x, 7) + tiny))
+        return bool(np.all(err <= _row_bound(x, 7, quantize.INT4_DEADZONE) + tiny))
     percent, values = codec._TOPK[encoding]
     flat, out = x.reshape(-1), y.reshape(-1)
     k = quantize.topk_count(flat.size, percent)
