@@ -50,7 +50,7 @@ def norm(arrays: dict, names) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from fedcore import codec
-    from fedcore.broadcast import DOWNLOAD_ENCODINGS, step
+    from fedcore.broadcast import DEFAULT_DOWNLOAD_ENCODING, DOWNLOAD_ENCODINGS, step
     from fedcore.data import DATASETS, load_cifar_npz, to_tensors
     from fedcore.feedback import ErrorFeedback
     from fedcore.nets import build_model
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         received = []
         for device in range(args.clients):
-            # Every device trains from the replica it holds (int4's: the default's trajectory).
-            held = {k: np.array(v) for k, v in replicas["int4"].items()}
+            # Every device trains from the replica it holds (the default's trajectory).
+            held = {k: np.array(v) for k, v in replicas[DEFAULT_DOWNLOAD_ENCODING].items()}
             load_arrays(model, held)
             pick = order[seen:seen + per_device]
             seen += per_device
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         total = down + up
         offered = "" if enc in DOWNLOAD_ENCODINGS else " (not offered)"
         rows.append([
-            f"`{enc}`" + (" (default)" if enc == "int4" else offered), mb(down), mb(up), mb(total),
+            f"`{enc}`" + (" (default)" if enc == DEFAULT_DOWNLOAD_ENCODING else offered), mb(down), mb(up), mb(total),
             "yes" if total <= TARGET_BYTES else "no", f"{2 * raw / total:.1f}x",
             " / ".join(f"{e:.3f}" for e in errors[enc]),
         ])

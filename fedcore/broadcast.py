@@ -51,6 +51,10 @@ _LENGTH = struct.Struct("<Q")
 # sparse ones too), but top-k downloads are not offered: what their replica error costs in
 # accuracy is not measured, and every device of a run trains from that replica.
 DOWNLOAD_ENCODINGS = ("float32", "bfloat16", "float16", "int8", "int4")
+# int4 deltas of the replica: with int4 uploads a ResNet-18 round costs a device 7.8 MB against
+# float32's 89.5 MB both ways (benchmarks/results/round_bytes.md), and paired seeds put its
+# accuracy beside float32 downloads' (benchmarks/results/accuracy_cost_*_default_downloads_seeds.md).
+DEFAULT_DOWNLOAD_ENCODING = "int4"
 
 
 class ChainError(ValueError):

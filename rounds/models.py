@@ -2,6 +2,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from fedcore.broadcast import DEFAULT_DOWNLOAD_ENCODING
 from fedcore.strategies import DEFAULT_STRATEGY, STRATEGIES
 from fedcore.tasks.registry import BUILTIN_TASK
 
@@ -50,8 +51,8 @@ class Run(models.Model):
         max_length=32, default="int4", help_text="updates: 4-bit per-row deltas with error feedback by default"
     )
     download_encoding = models.CharField(
-        max_length=32, default="int8",
-        help_text="downloads: 8-bit deltas of the broadcast replica, with the server's error feedback, by default",
+        max_length=32, default=DEFAULT_DOWNLOAD_ENCODING,
+        help_text="downloads: 4-bit deltas of the broadcast replica, with the server's error feedback, by default",
     )
     seed = models.PositiveIntegerField(default=0)
     allow_backfill = models.BooleanField(

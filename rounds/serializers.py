@@ -6,6 +6,8 @@ from fedcore import codec
 from fedcore.tasks.registry import BUILTIN_TASK
 from fedplatform.serializers import ModelSerializer
 
+from fedcore.broadcast import DEFAULT_DOWNLOAD_ENCODING
+
 from .downloads import DOWNLOAD_ENCODINGS
 from .models import TUNABLE_FIELDS, ModelVersion, Round, Run, RunConfig, RoundStatus, Update
 
@@ -19,7 +21,6 @@ CONFIG_FIELDS = [
     "offline_after", "upload_encoding", "download_encoding", "seed", "allow_backfill",
 ]
 DEFAULT_UPLOAD_ENCODING = "int4"
-DEFAULT_DOWNLOAD_ENCODING = "int8"
 # Fixed once a run exists: changing them would invalidate every stored version and update.
 IMMUTABLE_FIELDS = {"task", "task_config", "seed", "strategy"}
 
@@ -35,10 +36,7 @@ class RunSerializer(ModelSerializer):
     # Shorthand for the built-in image task's configuration (task_config arch / dataset).
     arch = serializers.CharField(max_length=32, required=False, write_only=True)
     dataset = serializers.CharField(max_length=32, required=False, write_only=True)
-    # int8 deltas of the broadcast replica: with int4 uploads 14 MB a ResNet-18 round per device
-    # against 89.5 MB as float32 both ways (benchmarks/results/round_bytes.md). int4 downloads
-    # halve that but lost accuracy in a short paired check where int8's did not
-    # (benchmarks/results/accuracy_cost_cifar10_cnn_broadcast_seeds.md).
+    # int4 deltas of the broadcast replica (fedcore.broadcast says why).
     download_encoding = serializers.ChoiceField(choices=DOWNLOAD_ENCODINGS, default=DEFAULT_DOWNLOAD_ENCODING)
     strategy_config = serializers.JSONField(
         default=dict, help_text="the strategy's parameters (GET strategies/ lists them); defaults fill what is left out"

@@ -182,10 +182,10 @@ def test_a_runs_download_encoding_refuses_sparse_quantizers(staff_api, run):
     assert bad.status_code == 400 and good.status_code == 200
 
 
-def test_runs_created_through_the_api_upload_int4_and_download_int8_broadcasts_by_default(staff_api):
+def test_runs_created_through_the_api_upload_int4_and_download_int4_broadcasts_by_default(staff_api):
     response = staff_api.post("/api/v1/runs/", {"name": "defaults"}, format="json")
     assert response.status_code == 201, response.content
-    assert (response.json()["upload_encoding"], response.json()["download_encoding"]) == ("int4", "int8")
+    assert (response.json()["upload_encoding"], response.json()["download_encoding"]) == ("int4", "int4")
 
 
 def test_an_int4_upload_is_accepted_and_averaged_like_any_other(run):
