@@ -26,15 +26,17 @@ def _is_integer(array: np.ndarray) -> bool:
 class WeightedMeanAccumulator:
     """Example-weighted mean of arrays seen one at a time.
 
-    ``total`` (the sum of the weights to come) is known up front, so each contribution is folded
-    in as ``acc += x * (w / total)`` exactly as the batch formula computes it, in the same order:
-    the streaming and the batch mean are bit for bit the same.
+    Each contribution is folded in as ``acc += x * w`` and the sum divided by the total weight at
+    the end, so the total need not be known while contributions arrive: the engine folds updates
+    in as devices send them (``rounds.prefold``) and the close only adds the last ones. The same
+    operations in the same order give the same bits, so the streaming mean, the batch mean and
+    ``audit_run``'s recomputation agree exactly. ``total_weight``, when given, is checked at the end.
     """
 
-    def __init__(self, total_weight: int) -> None:
-        if total_weight <= 0:
+    def __init__(self, total_weight: int | None = None) -> None:
+        if total_weight is not None and total_weight <= 0:
             raise ValueError("every contribution needs a positive weight")
-        self.total = int(total_weight)
+        self.total = None if total_weight is None else int(total_weight)
         self.seen = 0
         self._names: list[str] | None = None
         self._shapes: dict[str, tuple] = {}
@@ -55,7 +57,6 @@ class WeightedMeanAccumulator:
                     self._acc[name] = np.zeros(array.shape, dtype=np.float64)
         if list(arrays) != self._names:
             raise ValueError("contributions disagree on tensor names")
-        share = weight / self.total
         for name in self._names:
             array = arrays[name]
             if array.shape != self._shapes[name]:
@@ -66,23 +67,25 @@ class WeightedMeanAccumulator:
                 acc += int(weight) * array.astype(object)
             else:
                 scaled = array.astype(np.float64)
-                scaled *= share  # in place: one float64 temporary per tensor, not two
+                scaled *= float(weight)  # in place: one float64 temporary per tensor, not two
                 acc += scaled
         self.seen += int(weight)
 
     def result(self) -> dict[str, np.ndarray]:
         if self._names is None:
             raise ValueError("nothing to aggregate")
-        if self.seen != self.total:
+        if self.total is not None and self.seen != self.total:
             raise ValueError(f"weights seen ({self.seen}) differ from the total announced ({self.total})")
+        total = self.seen
         out: dict[str, np.ndarray] = {}
         for name in self._names:
             acc = self._acc.pop(name)  # frees each float64 accumulator as soon as it is converted
             if acc.dtype == object:
                 # floor((2*s + total) / (2*total)) rounds half up without leaving integer arithmetic.
-                rounded = np.asarray((2 * acc + self.total) // (2 * self.total), dtype=object)
+                rounded = np.asarray((2 * acc + total) // (2 * total), dtype=object)
                 out[name] = rounded.astype(self._dtypes[name])
             else:
+                acc /= float(total)
                 out[name] = acc.astype(np.float32)
         return out
 

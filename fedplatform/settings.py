@@ -305,6 +305,9 @@ FEDPLATFORM: dict[str, Any] = {
     "CLOSE_LEASE_SECONDS": float(os.environ.get("FEDPLATFORM_CLOSE_LEASE", 30)),
     # Likewise for a version's evaluation.
     "EVAL_LEASE_SECONDS": float(os.environ.get("FEDPLATFORM_EVAL_LEASE", 600)),
+    # Open rounds whose updates an engine worker folds in as they arrive (rounds.prefold), each
+    # holding a float64 copy of the model; 0 folds every update at the close.
+    "PREFOLD_ROUNDS": int(os.environ.get("FEDPLATFORM_PREFOLD_ROUNDS", 2)),
 }
 # Django's own cap on the bodies it reads itself (forms); uploads are read by their view.
 DATA_UPLOAD_MAX_MEMORY_SIZE = FEDPLATFORM["MAX_REQUEST_BYTES"]

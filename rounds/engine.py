@@ -28,9 +28,10 @@ from clients.services import client_transition, clients_prune_stale_now_and_then
 from fedcore import codec
 from fedcore.aggregation import weighted_metric
 from fedcore.strategies import AggregateResult
+from fedcore.strategies.base import RoundAggregation
 from fedplatform.events import emit, prune_outbox
 
-from . import blobs, broadcast, dispatch, downloads, runstrategy
+from . import blobs, broadcast, dispatch, downloads, prefold, runstrategy
 from .models import (
     LIVE_ROUND_STATUSES,
     EvaluationStatus,
@@ -73,8 +74,11 @@ def run_tick(*, run_id: int) -> None:
     _mark_offline(run)
     current = run.round_set.filter(status__in=LIVE_ROUND_STATUSES).select_related("config").first()
     if current is not None:
-        if current.status == RoundStatus.CLOSING or not _settle(current):
-            return  # still waiting for updates, or another worker is closing it
+        if current.status == RoundStatus.CLOSING:
+            return  # another worker is closing it
+        if not _settle(current):
+            prefold.fold_arrivals(current)  # still waiting: fold in what has come, off the close
+            return
     _advance(run_id)
 
 
@@ -255,6 +259,7 @@ def round_abandon(*, round_id: int, reason: str) -> bool:
         for client in rnd.expected.filter(status=ClientStatus.TRAINING):
             client_transition(client=client, to=ClientStatus.READY, reason="round abandoned", round=rnd)
         emit("round.closed", round_shape(rnd))
+    prefold.forget(round_id)
     log.warning("round %s abandoned: %s", round_id, reason)
     return True
 
@@ -337,19 +342,24 @@ def contributions(rnd: Round, updates: list[Update], lease: _Lease | None = None
         yield codec.decode_lazily(blobs.load(update.blob.name), kind="delta"), update.num_examples
 
 
-def aggregate_round(rnd: Round, updates: list[Update], lease: _Lease | None = None) -> AggregateResult:
+def aggregate_round(
+    rnd: Round, updates: list[Update], lease: _Lease | None = None, *, ahead: RoundAggregation | None = None
+) -> AggregateResult:
     """The new global model (and strategy state) from a round's recorded updates: the one
     aggregation path, shared by closing and by ``audit_run``.
 
     The run's strategy folds the updates in from the base version and the state stored beside it;
     a streaming one (weighted means) holds one decoded tensor at a time, a robust rule every update.
+    ``ahead``: an aggregation that already folded the round's first updates (``rounds.prefold``);
+    ``updates`` are then the rest.
     """
-    base = rnd.base_version
-    strategy = runstrategy.for_round(rnd)
-    aggregation = strategy.begin(
-        blobs.decoded_version(base.blob.name, base.sha256), sum(u.num_examples for u in updates),
-        runstrategy.load_state(base),
-    )
+    aggregation = ahead
+    if aggregation is None:
+        base = rnd.base_version
+        aggregation = runstrategy.for_round(rnd).begin(
+            blobs.decoded_version(base.blob.name, base.sha256), sum(u.num_examples for u in updates),
+            runstrategy.load_state(base),
+        )
     for arrays, weight in contributions(rnd, updates, lease):
         aggregation.add(arrays, weight)
         del arrays
@@ -364,10 +374,12 @@ def _aggregate_and_commit(round_id: int, token: str) -> int | None:
     if not updates:
         raise RuntimeError(f"round {round_id} was claimed with no update")
     lease = _Lease(round_id, token)
-    result = aggregate_round(rnd, updates, lease)
+    ahead, rest = prefold.take(rnd, updates)
+    result = aggregate_round(rnd, rest, lease, ahead=ahead)
     lease.renew_if_due()
     metrics = _round_metrics(rnd, updates, result.model)
     metrics["strategy"] = rnd.run.strategy
+    metrics["folded_ahead"] = len(updates) - len(rest)
     metrics.update(result.metrics)
     version = store_version(run=rnd.run, number=rnd.number, arrays=result.model, state=result.state)
     del result

@@ -106,7 +106,9 @@ class AggregateResult:
 class RoundAggregation:
     """One round: ``add`` each client's delta with its example count, then ``result``."""
 
-    def __init__(self, strategy: "Strategy", base: Arrays, total_weight: int, state: Mapping[str, np.ndarray]) -> None:
+    def __init__(
+        self, strategy: "Strategy", base: Arrays, total_weight: int | None, state: Mapping[str, np.ndarray]
+    ) -> None:
         self.strategy, self.base, self.state = strategy, base, state
         self.streaming = strategy.spec.streaming
         self.rule = strategy.new_rule(total_weight)
@@ -155,7 +157,7 @@ class Strategy:
     def client_instructions(self) -> dict[str, float | int]:
         return {key: self.params[key] for key in self.spec.client_params}
 
-    def new_rule(self, total_weight: int) -> rules.Rule:
+    def new_rule(self, total_weight: int | None = None) -> rules.Rule:
         kind = self.spec.rule
         if kind == "mean":
             return rules.WeightedMean(total_weight)
@@ -167,7 +169,11 @@ class Strategy:
             return rules.MultiKrum(int(self.params["byzantine"]), int(self.params["keep"]))
         raise StrategyConfigError(f"unknown rule {kind!r}")
 
-    def begin(self, base: Arrays, total_weight: int, state: Mapping[str, np.ndarray] | None = None) -> RoundAggregation:
+    def begin(
+        self, base: Arrays, total_weight: int | None = None, state: Mapping[str, np.ndarray] | None = None
+    ) -> RoundAggregation:
+        """One round's aggregation. ``total_weight`` (the examples to come), when known, is checked
+        by the weighted mean at the end; folding as updates arrive leaves it out."""
         return RoundAggregation(self, base, total_weight, state or {})
 
     def aggregate(

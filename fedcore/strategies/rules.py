@@ -83,7 +83,7 @@ class WeightedMean(Rule):
 
     streaming = True
 
-    def __init__(self, total_weight: int) -> None:
+    def __init__(self, total_weight: int | None = None) -> None:
         self._mean = WeightedMeanAccumulator(total_weight)
 
     def add(self, delta: Arrays, weight: int) -> None:

@@ -26,9 +26,10 @@ def _row_bound(x: np.ndarray, qmax: int, deadzone: float = 0.0) -> np.ndarray:
 
 
 def quantized_within_bound(x: np.ndarray, y: np.ndarray, encoding: str) -> bool:
-    """int8: half a step per row; int4: (1/2 + its deadzone) of a step per row; top-k: at most k values kept, every dropped one no larger
-    than the smallest kept and exactly zero on the wire; kept values as int8 (half a step of the
-    largest) or, for ternary, all at one magnitude (their mean) with their own signs."""
+    """int8: half a step per row; int4: (1/2 + its deadzone) of a step per row; top-k: at most k
+    values kept, every dropped one no larger than the smallest kept and exactly zero on the wire;
+    kept values as int8 (half a step of the largest) or, for ternary, all at one magnitude (their
+    mean) with their own signs."""
     err = np.abs(y.astype(np.float64) - x.astype(np.float64))
     tiny = 2.0**-126  # subnormal scales lose their low bits
     if encoding == "int8" or x.ndim < 2:
