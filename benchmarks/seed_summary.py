@@ -94,12 +94,12 @@ def _by_round(records: list[dict], encoding: str, field: str = "accuracy") -> di
     return {r["round"]: r[field] for r in records if r["encoding"] == encoding and field in r}
 
 
-def seed_gaps(records: list[dict], encoding: str) -> tuple[int, float, float, float, float]:
-    """(last round, float32 accuracy, lossy accuracy, gap there, gap on the mean of the last 3), in points."""
-    base, lossy = _by_round(records, "float32"), _by_round(records, encoding)
+def seed_gaps(records: list[dict], encoding: str, baseline: str = "float32") -> tuple[int, float, float, float, float]:
+    """(last round, baseline accuracy, lossy accuracy, gap there, gap on the mean of the last 3), in points."""
+    base, lossy = _by_round(records, baseline), _by_round(records, encoding)
     common = set(base) & set(lossy)
     if not common:
-        raise ValueError(f"no round holds both float32 and {encoding}")
+        raise ValueError(f"no round holds both {baseline} and {encoding}")
     last = max(common)
     tail = [n for n in (last - 2, last - 1, last) if n in common]
     final_gap = 100 * (lossy[last] - base[last])
@@ -116,19 +116,21 @@ def verdict(low: float, high: float, margin: float) -> str:
     return "not resolved"
 
 
-def summarize(runs: dict[str, list[dict]], encodings: list[str], margin: float, raw_bytes: int) -> str:
-    """Markdown: per-seed gaps for each encoding, then the mean and 95 % interval over seeds."""
+def summarize(runs: dict[str, list[dict]], encodings: list[str], margin: float, raw_bytes: int,
+              baseline: str = "float32") -> str:
+    """Markdown: per-seed gaps for each encoding against the baseline (float32 on the wire, or
+    e.g. ``int4`` for int4 uploads with float32 downloads), then the mean and 95 % interval over seeds."""
     sections, overview = [], []
     for encoding in encodings:
         rows, finals, tails, sizes, down_ratios = [], [], [], [], []
         for name, records in runs.items():
             if not any(r["encoding"] == encoding for r in records):
                 continue  # a seed run without this encoding: the encoding counts its own seeds
-            last, base, lossy, final_gap, tail_gap = seed_gaps(records, encoding)
+            last, base, lossy, final_gap, tail_gap = seed_gaps(records, encoding, baseline)
             finals.append(final_gap)
             tails.append(tail_gap)
             sizes += _by_round(records, encoding, "update_bytes").values()
-            base_down = _by_round(records, "float32", "bytes_down")
+            base_down = _by_round(records, baseline, "bytes_down")
             lossy_down = _by_round(records, encoding, "bytes_down")
             if ":down=" in encoding:  # cumulative totals: compare them at the last shared round
                 down_ratios.append(base_down[last] / lossy_down[last])
@@ -142,9 +144,9 @@ def summarize(runs: dict[str, list[dict]], encodings: list[str], margin: float, 
         sections.append(
             f"### `{encoding}`: {mb(size)} per update, {raw_bytes / size:.1f}x smaller than raw float32 "
             f"({mb(raw_bytes)})"
-            + (f"; downloads {statistics.mean(down_ratios):.1f}x smaller than float32's" if down_ratios else "")
+            + (f"; downloads {statistics.mean(down_ratios):.1f}x smaller than `{baseline}`'s" if down_ratios else "")
             + "\n\n"
-            + table(["seed", "last round", "float32 (%)", f"{encoding} (%)", "gap at last round (points)",
+            + table(["seed", "last round", f"{baseline} (%)", f"{encoding} (%)", "gap at last round (points)",
                      "gap, mean of last 3 rounds (points)"], rows)
         )
     head = table(["encoding", "accuracy taken at", "seeds", "mean gap (points)", "95 % interval",
@@ -157,7 +159,9 @@ def main() -> None:
     parser.add_argument("records", nargs="+", type=Path,
                         help="experiment JSONL files (rows carry their seed) "
                              "or .rounds.jsonl files paired by the seed in their names")
-    parser.add_argument("--encodings", default="int4", help="comma-separated, each against float32")
+    parser.add_argument("--encodings", default="int4", help="comma-separated, each against the baseline")
+    parser.add_argument("--baseline", default="float32",
+                        help="what each encoding is compared with, same seed (e.g. int4: float32 downloads)")
     parser.add_argument("--margin", type=float, default=0.5, help="points an encoding may cost")
     parser.add_argument("--task", choices=tuple(TASKS), default="cifar10")
     parser.add_argument("--arch", default="resnet18", help="the runs' model, for the raw float32 size")
@@ -168,10 +172,10 @@ def main() -> None:
     encodings = [e.strip() for e in args.encodings.split(",") if e.strip()]
     body = (
         "Each run's command, commit and machine are in its rows. The gap is the lossy "
-        "run's test accuracy minus float32's, same seed; the interval is Student's t over the seeds.\n\n"
-        + summarize(runs, encodings, args.margin, raw_bytes)
+        f"run's test accuracy minus `{args.baseline}`'s, same seed; the interval is Student's t over the seeds.\n\n"
+        + summarize(runs, encodings, args.margin, raw_bytes, args.baseline)
     )
-    write(args.name, f"float32 against {', '.join(encodings)} over {len(runs)} seeds", body)
+    write(args.name, f"{args.baseline} against {', '.join(encodings)} over {len(runs)} seeds", body)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,16 @@ def test_summary_compares_download_bytes_for_delta_download_runs():
     records = [{"encoding": e, "round": 1, "accuracy": 0.6, "update_bytes": 10.0, "bytes_down": d}
                for e, d in [("float32", 900.0), ("int4:down=int8", 300.0)]]
     text = summarize({"seed0": records}, ["int4:down=int8"], margin=0.5, raw_bytes=400)
-    assert "downloads 3.0x smaller than float32's" in text
+    assert "downloads 3.0x smaller than `float32`'s" in text
+
+
+def test_a_download_encoding_is_compared_with_the_same_uploads_and_float32_downloads():
+    records = [{"encoding": e, "round": 1, "accuracy": a, "update_bytes": 10.0, "bytes_down": d}
+               for e, a, d in [("float32", 0.70, 900.0), ("int4", 0.60, 900.0), ("int4:down=int4", 0.59, 100.0)]]
+    text = summarize({"seed0": records}, ["int4:down=int4"], margin=0.5, raw_bytes=400, baseline="int4")
+    row = next(line for line in text.splitlines() if line.startswith("| `int4:down=int4` | last round"))
+    assert row.split(" | ")[3] == "-1.00"  # against int4 (0.60), not float32 (0.70)
+    assert "downloads 9.0x smaller than `int4`'s" in text
 
 
 def write_records(path, lines):
