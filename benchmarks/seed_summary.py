@@ -175,7 +175,9 @@ def main() -> None:
         f"run's test accuracy minus `{args.baseline}`'s, same seed; the interval is Student's t over the seeds.\n\n"
         + summarize(runs, encodings, args.margin, raw_bytes, args.baseline)
     )
-    write(args.name, f"{args.baseline} against {', '.join(encodings)} over {len(runs)} seeds", body)
+    title = (f"float32 against {', '.join(encodings)}" if args.baseline == "float32"
+             else f"{', '.join(encodings)} against {args.baseline}")
+    write(args.name, f"{title} over {len(runs)} seeds", body)
 
 
 if __name__ == "__main__":
