@@ -283,10 +283,14 @@ async def device_loop(
 ) -> None:
     import aiohttp
 
+    from worker.registration import ACCEPTS
+
     low, high = (float(x) for x in args.train_seconds.split(","))
     await asyncio.sleep(index / args.join_rate)  # devices join over time, not all in one instant
     t0 = time.monotonic()
-    registration = {"name": f"sim-{index}", "run": run["id"], "num_examples": 100}
+    # Declares what it decodes as the worker does: a device declaring nothing is sent float32
+    # snapshots of the replica instead of the broadcast deltas.
+    registration = {"name": f"sim-{index}", "run": run["id"], "num_examples": 100, "accepts": ACCEPTS}
     async with http.post(f"{url}/api/v1/clients/", json=registration) as r:
         stats.latency["register"].append(time.monotonic() - t0)
         if r.status != 201:
