@@ -7,13 +7,13 @@ before calling the decoders here. Every decoder treats its input as hostile and 
 Why these choices (measured on a real ResNet-18 update, benchmarks/results/codec_sizes.md):
 
 - **Scales per row (dim 0)**, for int8 and int4 alike: one scale per output channel. On a real
-  ResNet-18 update, int4 with a scale per row takes 4.00 MB; groups of 128 along the flattened
-  tensor take 4.94 MB (over the 4.4 MB budget, a quarter of the prototype) for 18 % less error
-  per round (11.7 % vs 14.2 % on the conv/linear weights). Error feedback makes that per-round
+  ResNet-18 update, int4 with a scale per row takes 3.82 MB; groups of 128 along the flattened
+  tensor take 4.94 MB (over the 4.4 MB budget, a quarter of the prototype) for 28 % less error
+  per round (11.6 % vs 16.2 % on the conv/linear weights). Error feedback makes that per-round
   error irrelevant to accuracy (int4 per row matches float32 in benchmarks/results/
   accuracy_cost_*.md), so the bytes win. Tensors with fewer than two dimensions get one scale.
-- **Deterministic rounding**, not stochastic: the same bytes (4.00 vs 4.02 MB) at 30 % less error
-  (14.2 % vs 20.1 %). Stochastic rounding's selling point, unbiasedness, is what error feedback
+- **Deterministic rounding**, not stochastic: fewer bytes (3.82 vs 4.02 MB) at 19 % less error
+  (16.2 % vs 20.0 %). Stochastic rounding's selling point, unbiasedness, is what error feedback
   (fedcore.feedback and the broadcast replica) already provides, without the extra variance.
   int8 rounds to nearest; int4 rounds with a deadzone of 1/6 of a step (``INT4_DEADZONE``): a
   magnitude's fraction must pass 2/3 to round up, the rounding offset of video codecs' rate-
