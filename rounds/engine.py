@@ -355,11 +355,7 @@ def aggregate_round(
     """
     aggregation = ahead
     if aggregation is None:
-        base = rnd.base_version
-        aggregation = runstrategy.for_round(rnd).begin(
-            blobs.decoded_version(base.blob.name, base.sha256), sum(u.num_examples for u in updates),
-            runstrategy.load_state(base),
-        )
+        aggregation = runstrategy.begin_aggregation(rnd, sum(u.num_examples for u in updates))
     for arrays, weight in contributions(rnd, updates, lease):
         aggregation.add(arrays, weight)
         del arrays

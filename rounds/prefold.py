@@ -61,11 +61,9 @@ def _cache() -> LRUCache:
 
 
 def _begin(rnd: Round) -> RoundAggregation | None:
-    strategy = runstrategy.for_round(rnd)
-    if not strategy.spec.streaming:
+    if not runstrategy.for_round(rnd).spec.streaming:
         return None
-    base = rnd.base_version
-    return strategy.begin(blobs.decoded_version(base.blob.name, base.sha256), None, runstrategy.load_state(base))
+    return runstrategy.begin_aggregation(rnd, None)
 
 
 def fold_arrivals(rnd: Round) -> int:

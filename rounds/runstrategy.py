@@ -8,6 +8,7 @@ import numpy as np
 
 from fedcore import codec
 from fedcore.strategies import Strategy, StrategyConfigError, build_strategy, validate_strategy
+from fedcore.strategies.base import RoundAggregation
 from fedplatform.errors import Invalid
 
 from . import blobs, runtask
@@ -27,6 +28,15 @@ def for_round(rnd) -> Strategy:
     run = rnd.run
     config = rnd.config.values.get("strategy_config", run.strategy_config)
     return build_strategy(run.strategy, config, exempt=runtask.run_lossless(run))
+
+
+def begin_aggregation(rnd, total_weight: int | None) -> RoundAggregation:
+    """The round's aggregation, started from its base version and the strategy state stored beside
+    it: what the close (``rounds.engine``) and the early fold (``rounds.prefold``) both fold into."""
+    base = rnd.base_version
+    return for_round(rnd).begin(
+        blobs.decoded_version(base.blob.name, base.sha256), total_weight, load_state(base)
+    )
 
 
 def client_instructions(run) -> dict[str, float | int]:
