@@ -8,7 +8,7 @@ import sys
 import pytest
 import requests
 
-from processes import ROOT, Server, wait_until
+from processes import ROOT, OperatorSession, Server, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -45,8 +45,7 @@ def test_demo_trains_its_run_to_the_end_and_ctrl_c_stops_every_process(tmp_path)
          "--examples", "1000"],
         cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
     )
-    api = requests.Session()
-    api.auth = ("admin", PASSWORD)
+    api = OperatorSession("admin", PASSWORD)
     try:
         wait_until(lambda: "Dashboard:" in log.read_text(), timeout=120, what=f"the demo's banner:\n{log}")
         assert f"{url}/" in log.read_text() and PASSWORD in log.read_text()

@@ -11,7 +11,7 @@ import sys
 import pytest
 import requests
 
-from processes import ROOT, Server, wait_until
+from processes import ROOT, OperatorSession, Server, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -61,8 +61,7 @@ def test_a_new_user_federates_the_tutorials_task_and_uses_the_trained_model(tmp_
     log = tmp_path / "demo.log"
     proc = subprocess.Popen([sys.executable, "manage.py", "demo", *args], cwd=ROOT, env=server.env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-    api = requests.Session()
-    api.auth = ("admin", PASSWORD)
+    api = OperatorSession("admin", PASSWORD)
     try:
         run = wait_until(lambda: _finished(api, server.url), timeout=240, what=f"the tutorial's run to finish:\n{log}")
         assert (run["task"], run["task_config"]) == ("tabular_task:task", {"hidden": 32})
