@@ -335,13 +335,17 @@ async def device_loop(
         t0 = time.monotonic()
         model_url = url + task["model_url"] + (f"&base={holds}" if holds is not None else "")
         async with http.get(model_url, headers={**auth, "Accept": f"{codec_type()}, {chain_type()}"}) as r:
-            model = await r.read()
-            stats.latency["model download"].append(time.monotonic() - t0)
-            stats.bytes_down.append(len(model))
             if r.status != 200:
-                stats.error("model download", f"{r.status} {model[:200]!r}")
+                stats.error("model download", f"{r.status} {(await r.read())[:200]!r}")
                 await asyncio.sleep(1)
                 continue
+            # Counted as it arrives, not kept: the devices never decode it, and joining thousands of
+            # megabytes here would take this process's loop (and every device's timing) with it.
+            received = 0
+            async for chunk in r.content.iter_any():
+                received += len(chunk)
+            stats.latency["model download"].append(time.monotonic() - t0)
+            stats.bytes_down.append(received)
         holds = task["base_version"]
         upload = await asyncio.get_running_loop().run_in_executor(None, _synthetic_body, task["base_version"], bodies)
         train_until = time.monotonic() + random.uniform(low, high)
@@ -466,6 +470,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{number - 1} -> {number}", f"{min(times) - previous_ack:.3f}",
                 f"{_pct(times, 99) - previous_ack:.3f}",
                 closed[number - 1]["metrics"].get("aggregation_seconds"),
+                closed[number - 1]["metrics"].get("broadcast_seconds"),
             ])
     backend = f"{args.database}{' + Redis' if args.redis else ''}"
     cpu = ", ".join(f"{k}: {v:.0f} s ({100 * v / summary['wall']:.0f} %)" for k, v in summary["cpu"].items())
@@ -488,7 +493,8 @@ def main(argv: list[str] | None = None) -> None:
         + table(["round", "devices", "p50", "p99", "max"], delivery_rows)
         + "\n\nRound overhead (seconds from the round's last acknowledged update to the next round's tasks "
         "in the devices' hands; evaluation enabled):\n\n"
-        + table(["rounds", "first device", "p99 of devices", "aggregation (s, server)"], overhead_rows)
+        + table(["rounds", "first device", "p99 of devices", "aggregation (s, server)", "broadcast (s, server)"],
+                overhead_rows)
     )
     if stats.error_examples:
         body += "\n\nErrors seen:\n\n" + "\n".join(f"- {e}" for e in stats.error_examples)

@@ -1,5 +1,4 @@
 """Model and update blobs in Django storage."""
-import functools
 import hashlib
 import os
 import threading
@@ -56,10 +55,26 @@ def load_shared(name: str | None) -> bytes:
     return data
 
 
-@functools.lru_cache(maxsize=8)
+# Decoded models (versions, replicas, strategy states) by blob name and digest, per process: every
+# round decodes its base once, not per update, and the engine keeps what it has just encoded.
+_decoded: LRUCache = LRUCache(maxsize=8)
+_decoded_lock = threading.Lock()
+
+
 def decoded_version(name: str, digest: str) -> dict[str, np.ndarray]:
-    """Decoded global model, cached per process: every round decodes its base once, not per update."""
-    arrays = codec.decode(load(name), kind="full").arrays
+    """The decoded blob ``name`` (read-only arrays, shared through the cache)."""
+    with _decoded_lock:
+        arrays = _decoded.get((name, digest))
+    if arrays is None:
+        arrays = remember_decoded(name, digest, codec.decode(load(name), kind="full").arrays)
+    return arrays
+
+
+def remember_decoded(name: str, digest: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Keep ``arrays`` as what blob ``name`` decodes to: the writer of a blob already holds its
+    decoded values (``codec.encode_with_reconstruction``) and need not read them back."""
     for array in arrays.values():
         array.setflags(write=False)  # shared through the cache: nobody may modify it in place
+    with _decoded_lock:
+        _decoded[(name, digest)] = arrays
     return arrays

@@ -2,15 +2,16 @@
 version, with its encoded delta and its replica snapshot in storage, shared by every server
 process and every device.
 
-The engine writes it right after storing a version (``after_round_closed``) and run creation
-for version 0, whose replica is the exact initial model. A version without one (the engine died
-between the two steps, or the version predates broadcasts) gets it on first use
-(``broadcast_ensure``), computed the same way; racing writers compute the same bytes and the
-one-row-per-version constraint keeps the first.
+The engine prepares it while closing a round and commits it with the new version (``prepare``,
+``record``), so a round that opens on that version finds it; run creation stores version 0's,
+whose replica is the exact initial model. A version without one (it predates broadcasts) gets it
+on first use (``broadcast_ensure``), computed the same way; racing writers compute the same
+bytes and the one-row-per-version constraint keeps the first.
 """
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 from django.db import IntegrityError, transaction
@@ -20,7 +21,7 @@ from fedcore import broadcast as fb
 from fedplatform.prepared import Prepared
 
 from . import blobs, runtask
-from .models import Broadcast, ModelVersion, Round
+from .models import Broadcast, ModelVersion
 
 log = logging.getLogger("fedplatform.broadcast")
 
@@ -33,11 +34,35 @@ def replica_arrays(b: Broadcast) -> dict[str, np.ndarray]:
 _broadcast_of = Prepared(lambda version_id: Broadcast.objects.filter(version_id=version_id), int)
 
 
+# Devices of one round ask for the same missing broadcast at once: one of them computes it per
+# process, the others wait for it rather than repeat the work.
+_computing = threading.Lock()
+
+
 def broadcast_ensure(*, version: ModelVersion) -> Broadcast:
-    """The version's broadcast, computed and stored if it is not yet."""
+    """The version's broadcast, computed and stored if it is not yet (a version 0, or one from
+    before broadcasts were committed with their version)."""
     found = _broadcast_of.first(version.pk)
     if found is not None:
         return found
+    with _computing:
+        found = _broadcast_of.first(version.pk)
+        if found is not None:
+            return found
+        pending = prepare(version)
+        try:
+            with transaction.atomic():
+                return record(pending, version)
+        except IntegrityError:
+            return Broadcast.objects.get(version=version)  # another process stored it first
+
+
+def prepare(version: ModelVersion) -> Broadcast:
+    """The version's broadcast, its delta and replica already in storage, not yet saved (``record``).
+
+    The version need not be saved either: the engine prepares it before committing both together.
+    Slow I/O outside any transaction: content-addressed, so a retried or raced write is harmless.
+    """
     run = version.run
     encoding = run.download_encoding if run.download_encoding in fb.DOWNLOAD_ENCODINGS else "float32"
     target = blobs.decoded_version(version.blob.name, version.sha256)
@@ -50,7 +75,6 @@ def broadcast_ensure(*, version: ModelVersion) -> Broadcast:
         s = fb.Step(None, dict(target), True)
     else:
         s = _step(replica_arrays(previous), version, target, encoding)
-    # Slow I/O outside any transaction: content-addressed, so a retried or raced write is harmless.
     delta_name = delta_digest = ""
     if s.delta is not None:
         delta_digest = blobs.sha256(s.delta)
@@ -58,39 +82,31 @@ def broadcast_ensure(*, version: ModelVersion) -> Broadcast:
     if s.exact:
         replica_name, replica_digest_sha, replica_bytes = version.blob.name, version.sha256, version.size_bytes
     else:
-        data = codec.encode(s.replica, encoding="float32", kind="full",
-                            meta={"run": run.pk, "version": version.number, "replica": True})
+        data, decoded = codec.encode_with_reconstruction(
+            s.replica, encoding="float32", kind="full", meta={"run": run.pk, "version": version.number, "replica": True}
+        )
         replica_digest_sha, replica_bytes = blobs.sha256(data), len(data)
         replica_name = blobs.store(f"runs/{run.pk}/replicas", data, replica_digest_sha)
-    try:
-        with transaction.atomic():
-            return Broadcast.objects.create(
-                version=version, encoding=encoding, delta_blob=delta_name, delta_sha256=delta_digest,
-                delta_bytes=len(s.delta) if s.delta is not None else None, replica_blob=replica_name,
-                replica_sha256=replica_digest_sha, replica_bytes=replica_bytes,
-                replica_digest=fb.digest(s.replica), exact=s.exact,
-            )
-    except IntegrityError:
-        return Broadcast.objects.get(version=version)  # another process stored it first
+        blobs.remember_decoded(replica_name, replica_digest_sha, decoded)  # the next version's step starts here
+    return Broadcast(
+        encoding=encoding, delta_blob=delta_name, delta_sha256=delta_digest,
+        delta_bytes=len(s.delta) if s.delta is not None else None, replica_blob=replica_name,
+        replica_sha256=replica_digest_sha, replica_bytes=replica_bytes,
+        replica_digest=fb.digest(s.replica), exact=s.exact,
+    )
+
+
+def record(pending: Broadcast, version: ModelVersion) -> Broadcast:
+    """Save a prepared broadcast for its (now saved) version, in the caller's transaction."""
+    pending.version = version
+    pending.save(force_insert=True)
+    return pending
 
 
 def _step(held: dict, version: ModelVersion, target: dict, encoding: str) -> fb.Step:
     run = version.run
     return fb.step(held, target, encoding=encoding, base_version=version.number - 1,
                    exact=runtask.run_lossless(run), meta={"run": run.pk, "version": version.number})
-
-
-def after_round_closed(*, round_id: int) -> None:
-    """The engine's call once a round's version is stored: its broadcast, before the next round
-    opens and its devices ask. A failure is logged, not raised: the first download computes it."""
-    rnd = Round.objects.select_related("result_version__run").filter(pk=round_id).first()
-    if rnd is None or rnd.result_version is None:
-        return
-    try:
-        broadcast_ensure(version=rnd.result_version)
-    except Exception:
-        log.exception("run %s: broadcast of version %s failed; the first download retries it",
-                      rnd.run_id, rnd.result_version.number)
 
 
 def check_chain(run) -> list[str]:

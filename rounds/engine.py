@@ -324,7 +324,6 @@ def round_close(*, round_id: int) -> bool:
     if version_id is None:
         return False
     try:
-        broadcast.after_round_closed(round_id=round_id)  # what devices will download, before they ask
         _advance(Round.objects.values_list("run_id", flat=True).get(pk=round_id))
     finally:
         # Only now: a test-set pass started at the commit would take the CPU from the next round's
@@ -380,6 +379,11 @@ def _aggregate_and_commit(round_id: int, token: str) -> int | None:
     version = store_version(run=rnd.run, number=rnd.number, arrays=result.model, state=result.state)
     del result
     metrics["aggregation_seconds"] = round(time.perf_counter() - started, 3)
+    # What devices download, committed with the version: any tick may open the next round once
+    # this round is closed, and its devices must not find the broadcast missing and compute it.
+    started = time.perf_counter()
+    pending_broadcast = broadcast.prepare(version)
+    metrics["broadcast_seconds"] = round(time.perf_counter() - started, 3)
     with transaction.atomic():
         _lock_run(rnd.run_id)
         closed_at = timezone.now()
@@ -389,6 +393,7 @@ def _aggregate_and_commit(round_id: int, token: str) -> int | None:
         ):
             return None
         version.save()
+        broadcast.record(pending_broadcast, version)
         Round.objects.filter(pk=rnd.pk).update(result_version=version)
         _record_federated_eval(rnd.base_version_id, metrics)
         rnd.refresh_from_db()
@@ -399,9 +404,13 @@ def _aggregate_and_commit(round_id: int, token: str) -> int | None:
 
 def store_version(*, run: Run, number: int, arrays: dict, state: dict | None = None) -> ModelVersion:
     """A version row (not yet saved) whose lossless blob, and strategy state, are already in storage."""
-    data = codec.encode(arrays, encoding="float32", kind="full", meta={"run": run.pk, "version": number})
+    data, decoded = codec.encode_with_reconstruction(
+        arrays, encoding="float32", kind="full", meta={"run": run.pk, "version": number}
+    )
     digest = blobs.sha256(data)
     name = blobs.store(f"runs/{run.pk}/versions", data, digest)
+    # Its broadcast and its evaluation read it next, in this process: from memory, not decoded again.
+    blobs.remember_decoded(name, digest, decoded)
     state_name, state_digest = runstrategy.store_state(run, number, state or {})
     return ModelVersion(
         run=run,

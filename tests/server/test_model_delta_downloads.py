@@ -216,3 +216,25 @@ def test_a_round_records_the_bytes_the_server_sent_each_device_not_what_devices_
     metrics = run.round_set.get(number=1).metrics
     assert metrics["bytes_down_by_client"] == sent and metrics["bytes_down"] == sum(sent.values())
     assert metrics["bytes_up"] == sum(metrics["bytes_up_by_client"].values()) > 0
+
+
+def test_a_rounds_version_is_committed_with_its_broadcast_so_no_download_computes_it(run, monkeypatch):
+    from rounds import broadcast, engine
+    from rounds.models import Round
+
+    Run.objects.filter(pk=run.pk).update(download_encoding="int4")
+    alpha, beta = Device(run.pk, "alpha"), Device(run.pk, "beta")
+    task = alpha.task().json()
+    assert alpha.upload(task, delta_body(run, task, 0.01)[0]).status_code == 201
+    rnd = Round.objects.get(pk=task["round"])
+    assert rnd.status == "open"  # beta's update is still expected
+    # The close as an engine worker makes it; once it commits, any other tick may open the next
+    # round and its devices download at once.
+    version_id = engine._aggregate_and_commit(rnd.pk, engine._claim(rnd.pk))
+    committed = Broadcast.objects.get(version_id=version_id)
+    assert committed.encoding == "int4" and committed.delta_blob  # the int4 step from version 0's replica
+    monkeypatch.setattr(broadcast, "prepare", lambda version: pytest.fail("a download computed the broadcast"))
+    answer = beta.api.get(f"/api/v1/runs/{run.pk}/model/?version=1&base=0", HTTP_ACCEPT=codec.CONTENT_TYPE)
+    assert answer.status_code == 200
+    assert answer["X-Model-Digest"] == committed.replica_digest
+    assert broadcast.check_chain(run) == []
