@@ -109,6 +109,11 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Writers of one process queue in the process (fedplatform/sqlite/base.py).
     DATABASES["default"]["ENGINE"] = "fedplatform.sqlite"
+    # Each thread keeps its connection: opening one (the file, the pragmas, the functions Django
+    # registers) cost more than a device's poll itself, and with a maximum age of 0 Django closes
+    # it at the end of every request (``request_finished``). Threads are few and long-lived (the
+    # server's request pool, the engine's workers), so connections are too.
+    DATABASES["default"]["CONN_MAX_AGE"] = None
     # IMMEDIATE takes the write lock at BEGIN, so two processes racing to close a round queue
     # up instead of failing with "database is locked" on lock upgrade; WAL lets readers proceed.
     DATABASES["default"]["OPTIONS"] = {
