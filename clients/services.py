@@ -17,6 +17,7 @@ from fedplatform.audit import audit_record
 from fedplatform.errors import Conflict, Forbidden
 from fedplatform.events import emit
 from fedplatform.prepared import PreparedInsert, PreparedUpdate
+from fedplatform.writes import one_statement
 
 from .models import (
     DROPPING_STATUSES,
@@ -297,7 +298,7 @@ def client_seen(*, client: Client, progress: float | None = None) -> bool:
         if moved or (progress == 1.0) != (client.progress == 1.0):
             changes["progress"] = progress
     if changes:
-        with transaction.atomic():  # a transaction, so SQLite writers queue (fedplatform.sqlite)
+        with one_statement():
             if "progress" not in changes:
                 _seen.run(client.pk, changes["last_seen"])
             elif "last_seen" not in changes:
@@ -312,7 +313,7 @@ def client_seen(*, client: Client, progress: float | None = None) -> bool:
 
 
 def client_count_bytes(*, client: Client, sent: int = 0, received: int = 0, held_version: int | None = None) -> None:
-    with transaction.atomic():
+    with one_statement():
         if held_version is not None:
             _counted_holding.run(client.pk, sent, received, held_version)
         else:
