@@ -61,7 +61,7 @@ _decoded: LRUCache = LRUCache(maxsize=8)
 _decoded_lock = threading.Lock()
 
 
-def decoded_version(name: str, digest: str) -> dict[str, np.ndarray]:
+def decoded_version(name: str | None, digest: str) -> dict[str, np.ndarray]:
     """The decoded blob ``name`` (read-only arrays, shared through the cache)."""
     with _decoded_lock:
         arrays = _decoded.get((name, digest))
@@ -70,7 +70,7 @@ def decoded_version(name: str, digest: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def remember_decoded(name: str, digest: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def remember_decoded(name: str | None, digest: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Keep ``arrays`` as what blob ``name`` decodes to: the writer of a blob already holds its
     decoded values (``codec.encode_with_reconstruction``) and need not read them back."""
     for array in arrays.values():
