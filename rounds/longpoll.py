@@ -195,6 +195,7 @@ def long_poll(view_class):
                 return held(response)
             since = time.monotonic()
             woken = await waker.wait(run_id, client_id, remaining, since=looked)
+            request.woken_from_park = True  # the view's next look need not record the device as seen again
             parked += time.monotonic() - since
             ended = waker.ended(run_id, since=looked)
             if ended is not None:

@@ -69,13 +69,20 @@ def _pending_round(client: Client) -> Round | None:
     return _round_by_pk.first(row[0])
 
 
-def task_for(*, client: Client) -> dict | None:
-    """The client's work for now, or None; raises Gone when its run is over."""
+def task_for(*, client: Client, seen: bool = True) -> dict | None:
+    """The client's work for now, or None; raises Gone when its run is over.
+
+    ``seen``: record the device as alive. A parked poll that an event woke looks again without it:
+    its first look wrote ``last_seen`` at most a third of ``offline_after`` ago, and the wake is the
+    moment a round's devices all ask at once, when every write queues for the database; the
+    download that follows records it in its own transaction.
+    """
     # A device that just registered becomes ready below, and that move records its first poll.
     joining = client.polled_at is None and client.status == ClientStatus.JOIN
     if not joining:
         client_polled(client=client)  # first, so a client that comes back online counts as proven
-    client_seen(client=client)
+    if seen:
+        client_seen(client=client)
     run = client.run
     if run.status in TERMINAL_RUN_STATUSES:
         raise Gone(f"run {run.pk} is {run.status}", f"run_{run.status}")

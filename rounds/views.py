@@ -383,7 +383,7 @@ class DeviceTaskView(_DeviceView):
         client = self.device(request, pk)
         # The long-poll wrapper reads ?wait= too; refusing a malformed one is this view's.
         device_input.parse_wait(request.query_params.get("wait"), longest=0)
-        task = protocol.task_for(client=client)
+        task = protocol.task_for(client=client, seen=not getattr(request, "woken_from_park", False))
         if task is None:
             retry = settings.FEDPLATFORM["POLL_INTERVAL"]
             # For the long-poll wrapper: which parked polls a run's events wake, and for how long.

@@ -58,3 +58,25 @@ def test_joins_share_one_later_tick_and_an_upload_brings_it_forward(run, monkeyp
     assert enqueued[1:] == [("now", run.pk)]
     dispatch._mark_due(run.pk, coalesce=True)  # a tick is already due now: nothing more
     assert len(enqueued) == 2
+
+
+def test_a_poll_woken_by_its_round_answers_without_a_write_and_its_download_records_it_seen(device, run):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from clients.models import Client
+    from rounds import protocol
+
+    alpha, _beta = device("alpha"), device("beta")  # two ready devices: the round is open
+    assert alpha.task().status_code == 200
+    # Parked long enough for last_seen to be due again, then woken by the round's opening.
+    stale = timezone.now() - timedelta(seconds=20)
+    Client.objects.filter(pk=alpha.id).update(last_seen=stale)
+    client = Client.objects.select_related("run").get(pk=alpha.id)
+    with CaptureQueriesContext(connection) as queries:
+        task = protocol.task_for(client=client, seen=False)  # the woken look (rounds.longpoll)
+    assert task is not None and task["round_number"] == 1
+    assert _writes(queries.captured_queries) == []
+    assert alpha.api.get(task["model_url"]).status_code == 200  # the download that follows the task
+    assert Client.objects.get(pk=alpha.id).last_seen > stale
