@@ -101,7 +101,7 @@ def test_a_throttled_request_says_so_and_when_to_come_back():
 
 def test_a_crash_is_a_json_500_and_logged_with_its_traceback_without_debug(alpha, monkeypatch, settings):
     settings.DEBUG = False
-    monkeypatch.setattr("rounds.protocol.task_for", lambda client: 1 / 0)
+    monkeypatch.setattr("rounds.protocol.task_for", lambda **_: 1 / 0)
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
