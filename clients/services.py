@@ -100,12 +100,12 @@ _counted = PreparedUpdate(
     ),
     int, int, int,
 )
-_counted_holding = PreparedUpdate(
-    lambda pk, sent, received, held: (
+_fetched = PreparedUpdate(
+    lambda pk, received, held, at: (
         Client.objects.filter(pk=pk),
-        {"bytes_sent": F("bytes_sent") + sent, "bytes_received": F("bytes_received") + received, "held_version": held},
+        {"bytes_received": F("bytes_received") + received, "held_version": held, "last_seen": at},
     ),
-    int, int, int, int,
+    int, int, int, datetime,
 )
 
 
@@ -312,12 +312,21 @@ def client_seen(*, client: Client, progress: float | None = None) -> bool:
     return bool(changes)
 
 
-def client_count_bytes(*, client: Client, sent: int = 0, received: int = 0, held_version: int | None = None) -> None:
+def client_count_bytes(*, client: Client, sent: int = 0, received: int = 0) -> None:
     with one_statement():
-        if held_version is not None:
-            _counted_holding.run(client.pk, sent, received, held_version)
-        else:
-            _counted.run(client.pk, sent, received)
+        _counted.run(client.pk, sent, received)
+
+
+def client_fetched(*, client: Client, received: int, held_version: int) -> None:
+    """A model download: the bytes sent, the version the device now holds, and that it is alive,
+    in one statement (a round's devices all download at the moment it opens); an offline client
+    comes back as ready, as with ``client_seen``."""
+    now = timezone.now()
+    with one_statement():
+        _fetched.run(client.pk, received, held_version, now)
+    client.last_seen, client.held_version = now, held_version
+    if client.status == ClientStatus.OFFLINE:
+        client_transition(client=client, to=ClientStatus.READY, reason="back online")
 
 
 def client_leave(*, client: Client) -> None:

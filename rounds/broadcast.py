@@ -39,10 +39,17 @@ _broadcast_of = Prepared(lambda version_id: Broadcast.objects.filter(version_id=
 _computing = threading.Lock()
 
 
+def _brought_along(version: ModelVersion) -> Broadcast | None:
+    """The version's broadcast as the query that loaded it brought it (``select_related``), or read."""
+    related = ModelVersion.broadcast.related  # the reverse one-to-one; None cached: there was none then
+    found = related.get_cached_value(version) if related.is_cached(version) else None
+    return found if isinstance(found, Broadcast) else _broadcast_of.first(version.pk)
+
+
 def broadcast_ensure(*, version: ModelVersion) -> Broadcast:
     """The version's broadcast, computed and stored if it is not yet (a version 0, or one from
     before broadcasts were committed with their version)."""
-    found = _broadcast_of.first(version.pk)
+    found = _brought_along(version)
     if found is not None:
         return found
     with _computing:

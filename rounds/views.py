@@ -26,8 +26,13 @@ from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer,
 
 # The model download's reads, compiled once (fedplatform.prepared): a round's devices all ask at once.
 _run_by_pk = Prepared(lambda pk: Run.objects.filter(pk=pk), int)
-_version_numbered = Prepared(lambda run, number: ModelVersion.objects.filter(run_id=run, number=number), int, int)
-_newest_version = Prepared(lambda run: ModelVersion.objects.filter(run_id=run).order_by("-number")[:1], int)
+# With the version's broadcast (rounds.broadcast), which every device download reads: one query.
+_version_numbered = Prepared(
+    lambda run, number: ModelVersion.objects.select_related("broadcast").filter(run_id=run, number=number), int, int
+)
+_newest_version = Prepared(
+    lambda run: ModelVersion.objects.select_related("broadcast").filter(run_id=run).order_by("-number")[:1], int
+)
 BINARY = {codec.CONTENT_TYPE: OpenApiTypes.BINARY}
 
 

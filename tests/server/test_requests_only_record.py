@@ -80,3 +80,20 @@ def test_a_poll_woken_by_its_round_answers_without_a_write_and_its_download_reco
     assert _writes(queries.captured_queries) == []
     assert alpha.api.get(task["model_url"]).status_code == 200  # the download that follows the task
     assert Client.objects.get(pk=alpha.id).last_seen > stale
+
+
+def test_a_model_download_is_three_reads_and_one_transaction_of_two_writes(device):
+    """A round's devices all download at the moment it opens: the token's client, the version
+    with its broadcast, the round it is for; then the client's counters and the Download row."""
+    alpha, _beta = device("alpha"), device("beta")
+    task = alpha.task().json()
+    assert alpha.api.get(task["model_url"]).status_code == 200  # the first moves it to "update"
+    with CaptureQueriesContext(connection) as queries:
+        assert alpha.api.get(task["model_url"]).status_code == 200
+    statements = [q["sql"].lstrip().upper() for q in queries.captured_queries]
+    writes = [q for q in statements if q.startswith(WRITES)]
+    reads = [q for q in statements if q.startswith("SELECT")]
+    assert len(reads) == 3
+    assert [w.split()[0] + " " + w.split()[1 if w.startswith("UPDATE") else 2] for w in writes] == [
+        'UPDATE "CLIENTS_CLIENT"', 'INSERT "ROUNDS_DOWNLOAD"'
+    ]
