@@ -154,6 +154,16 @@ def _requested_wait(request) -> float:
         return 0.0  # not parked: the view itself answers a malformed wait with a 400
 
 
+# Set on a request once it has been parked and woken: its view's next look (``was_woken``) need
+# not record the device as seen again.
+_WOKEN = "fedplatform_woken_from_park"
+
+
+def was_woken(request) -> bool:
+    """Whether this look at a device's task follows a park that an event or the timeout ended."""
+    return getattr(request, _WOKEN, False)
+
+
 def long_poll(view_class):
     """An async view around a DRF view that answers 204 when there is nothing to do."""
     sync_view = view_class.as_view()
@@ -195,7 +205,7 @@ def long_poll(view_class):
                 return held(response)
             since = time.monotonic()
             woken = await waker.wait(run_id, client_id, remaining, since=looked)
-            request.woken_from_park = True  # the view's next look need not record the device as seen again
+            setattr(request, _WOKEN, True)
             parked += time.monotonic() - since
             ended = waker.ended(run_id, since=looked)
             if ended is not None:

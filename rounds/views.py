@@ -20,7 +20,7 @@ from fedplatform.roles import CanOperate, CanView, can_view
 
 from clients.serializers import HeartbeatReplySerializer, HeartbeatSerializer, TaskSerializer
 
-from . import blobs, device_input, downloads, exports, lifecycle, protocol, runtask
+from . import blobs, device_input, downloads, exports, lifecycle, longpoll, protocol, runtask
 from .models import ExportStatus, ModelVersion, Round, Run
 from .serializers import CONFIG_FIELDS, ModelVersionSerializer, RoundSerializer, RunConfigSerializer, RunSerializer
 
@@ -388,7 +388,7 @@ class DeviceTaskView(_DeviceView):
         client = self.device(request, pk)
         # The long-poll wrapper reads ?wait= too; refusing a malformed one is this view's.
         device_input.parse_wait(request.query_params.get("wait"), longest=0)
-        task = protocol.task_for(client=client, seen=not getattr(request, "woken_from_park", False))
+        task = protocol.task_for(client=client, seen=not longpoll.was_woken(request))
         if task is None:
             retry = settings.FEDPLATFORM["POLL_INTERVAL"]
             # For the long-poll wrapper: which parked polls a run's events wake, and for how long.
