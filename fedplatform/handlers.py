@@ -53,9 +53,9 @@ def release_connection() -> None:
 # waits are short, except for the write lock, which is handed from thread to thread: with 16
 # threads, a round's 50 downloads at 1,000 devices each waited 40-60 ms for a lock that was free
 # nine tenths of the time (the next writer waiting for the interpreter behind 15 other threads),
-# and downloads' p99 was 180-330 ms; with 4 it is 100-190 ms, and every other request's tail
+# and downloads' p99 was 180-330 ms; with 4 it is 93-151 ms, and every other request's tail
 # shortened with it. PostgreSQL's requests wait for the database, and 6 threads did best there
-# (5,000 devices on two processes: downloads' p99 222-292 ms against 415 with 16).
+# (5,000 devices on two processes: downloads' p99 200-238 ms, against 415 with 16).
 DEFAULT_POOL_THREADS = {"sqlite": 4, "postgresql": 6}
 
 

@@ -1,20 +1,26 @@
 """Dynamic membership with real processes: crashes, a late joiner and a live configuration change.
 
-One run is played once (module fixture) and each test checks one thing it must show.
+One run is played once per backing (module fixture: SQLite; PostgreSQL + Redis) and each test
+checks one thing it must show.
 5 workers start (a round needs all 5); in round 2 two of them are SIGKILLed while training, a sixth worker starts, and
 the operator changes the learning rate, clients per round and minimum clients.
 """
 import pytest
 
+from backings import BACKINGS, backing_for
 from processes import Server, Worker, stop_all, wait_until
 
 pytestmark = pytest.mark.e2e
 ROUND_TIMEOUT = 30
 
 
-@pytest.fixture(scope="module")
-def churned(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("churn"))
+@pytest.fixture(scope="module", params=BACKINGS)
+def churned(request, tmp_path_factory):
+    with backing_for(request.param) as backing:
+        yield from _play(Server(tmp_path_factory.mktemp("churn"), **backing))
+
+
+def _play(server: Server):
     server.start()
     run = server.create_run(
         name="churn", rounds=3, min_clients=5, clients_per_round=6, min_updates=3, round_timeout=ROUND_TIMEOUT,

@@ -1,4 +1,4 @@
-"""A server SIGKILLed mid-round and restarted loses nothing it acknowledged."""
+"""A server SIGKILLed mid-round and restarted loses nothing it acknowledged (SQLite; PostgreSQL + Redis)."""
 import signal
 
 import pytest
@@ -8,8 +8,8 @@ from processes import Server, Worker, stop_all, wait_until
 pytestmark = pytest.mark.e2e
 
 
-def test_a_killed_and_restarted_server_completes_the_round_with_every_acknowledged_update(tmp_path):
-    server = Server(tmp_path)
+def test_a_killed_and_restarted_server_completes_the_round_with_every_acknowledged_update(tmp_path, backing):
+    server = Server(tmp_path, **backing)
     workers: list[Worker] = []
     try:
         server.start()

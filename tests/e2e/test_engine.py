@@ -1,11 +1,12 @@
 """The round engine as separate processes: exactly one aggregation per round whatever dies or
-races, and long-polls woken across processes."""
+races, and long-polls woken across processes; on SQLite and on PostgreSQL + Redis."""
 import threading
 import time
 
 import pytest
 
 from devices import HttpDevice
+from backings import server_options
 from processes import Server, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -15,9 +16,9 @@ def _versions(server: Server, run_id: int) -> list[int]:
     return [v["number"] for v in server.get(f"/api/v1/runs/{run_id}/versions/")]
 
 
-def test_an_engine_worker_killed_mid_aggregation_leaves_the_round_to_be_closed_exactly_once(tmp_path):
+def test_an_engine_worker_killed_mid_aggregation_leaves_the_round_to_be_closed_exactly_once(tmp_path, backing):
     # ResNet-18 updates take seconds to fold in: long enough to kill the worker in the middle.
-    server = Server(tmp_path, env_extra={"FEDPLATFORM_CLOSE_LEASE": "4"})
+    server = Server(tmp_path, **server_options(backing, FEDPLATFORM_CLOSE_LEASE="4"))
     server.start()
     try:
         run = server.create_run(
@@ -52,8 +53,8 @@ def test_an_engine_worker_killed_mid_aggregation_leaves_the_round_to_be_closed_e
         server.kill()
 
 
-def test_fifty_devices_long_polling_through_a_close_see_exactly_one_aggregation(tmp_path):
-    server = Server(tmp_path, engines=2)  # two engine workers race for every round
+def test_fifty_devices_long_polling_through_a_close_see_exactly_one_aggregation(tmp_path, backing):
+    server = Server(tmp_path, engines=2, **backing)  # two engine workers race for every round
     server.start()
     try:
         run = server.create_run(name="fifty", rounds=2, min_clients=2, clients_per_round=2, min_updates=2,
@@ -92,9 +93,9 @@ def test_fifty_devices_long_polling_through_a_close_see_exactly_one_aggregation(
         server.kill()
 
 
-def test_a_long_poll_is_woken_by_a_round_that_opens_through_another_server_process(tmp_path):
-    first = Server(tmp_path)
-    second = Server(tmp_path, prepare=False, engines=0)
+def test_a_long_poll_is_woken_by_a_round_that_opens_through_another_server_process(tmp_path, backing):
+    first = Server(tmp_path, **backing)
+    second = Server(tmp_path, prepare=False, engines=0, **backing)
     first.start()
     second.start()
     try:

@@ -2,11 +2,9 @@
 
 Each scenario runs on SQLite and on PostgreSQL.
 """
-import os
 import subprocess
 import sys
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -16,23 +14,6 @@ from fedcore import codec
 from processes import ROOT, Server, Worker, stop_all
 
 pytestmark = pytest.mark.e2e
-PG_ADMIN_URL = os.environ.get("FEDPLATFORM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-@pytest.fixture
-def postgres_url():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("FEDPLATFORM_REQUIRE_SERVICES") == "1":
-            raise
-        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
-    name = f"fedtest_{uuid.uuid4().hex[:10]}"
-    admin.execute(f"CREATE DATABASE {name}")
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
