@@ -185,13 +185,19 @@ class OutboxRelay:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._loop is not loop:
             self._loop = loop  # a server has one loop for life; tests start a new one per test
-            self._task = loop.create_task(self._run())
+            # From the moment it is asked for: an event made between this call and the relay's
+            # first read (a socket that has just connected, then a change) is still relayed.
+            from django.utils import timezone  # noqa: PLC0415
+
+            self._task = loop.create_task(self._run(since=timezone.now()))
 
     @staticmethod
-    def _newest_id() -> int:
+    def _last_before(moment) -> int:
+        """The id of the newest event made before ``moment``: the relay starts after it."""
         from .models import OutboxEvent  # noqa: PLC0415
 
-        return OutboxEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        older = OutboxEvent.objects.filter(created_at__lt=moment).order_by("-id")
+        return older.values_list("id", flat=True).first() or 0
 
     @staticmethod
     def _rows_after(last: int) -> list[tuple[int, str, dict, bool]]:
@@ -221,12 +227,12 @@ class OutboxRelay:
         rows = OutboxEvent.objects.filter(id__in=missing).order_by("id")
         return list(rows.values_list("id", "kind", "payload", "wakes"))
 
-    async def _run(self) -> None:
+    async def _run(self, since) -> None:
         layer = get_channel_layer()
         if layer is None:  # as _send: with no channel layer there is nobody to tell
             log.error("no channel layer (CHANNEL_LAYERS): events are not relayed")
             return
-        last = await run_db(self._newest_id)
+        last = await run_db(self._last_before, since)
         seen: dict[int, float] = {}  # ids relayed in the last few seconds, for late commits
         looked_back = time.monotonic()
         while True:
