@@ -19,12 +19,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
 
 EVENTS_GROUP = "fed.events"
 # The few events that give a parked device something to do (a round opened, the device or its run
@@ -145,10 +147,6 @@ def emit(kind: str, payload: dict[str, Any]) -> None:
 
 def prune_outbox(*, older_than_seconds: float = 600) -> int:
     """Forget relayed events; a relay only ever looks a few seconds back."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     from .models import OutboxEvent  # noqa: PLC0415
 
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
@@ -187,8 +185,6 @@ class OutboxRelay:
             self._loop = loop  # a server has one loop for life; tests start a new one per test
             # From the moment it is asked for: an event made between this call and the relay's
             # first read (a socket that has just connected, then a change) is still relayed.
-            from django.utils import timezone  # noqa: PLC0415
-
             self._task = loop.create_task(self._run(since=timezone.now()))
 
     @staticmethod
@@ -210,11 +206,6 @@ class OutboxRelay:
     def _late_rows(last: int, seen: set[int]) -> list[tuple[int, str, dict, bool]]:
         """Rows with an id below ones already relayed, committed after them (PostgreSQL hands out
         ids before commit; SQLite commits one writer at a time, in id order)."""
-        from datetime import timedelta
-
-        from django.db import connection
-        from django.utils import timezone
-
         from .models import OutboxEvent  # noqa: PLC0415
 
         if connection.vendor == "sqlite":

@@ -65,6 +65,8 @@ def pool_threads() -> int:
     if configured:
         return int(configured)
     return DEFAULT_POOL_THREADS.get(connection.vendor, 6)
+
+
 _pools: dict[int, ThreadPoolExecutor] = {}
 
 
